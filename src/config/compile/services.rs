@@ -1,0 +1,473 @@
+//! ServiceEntry / WorkloadEntry / DestinationRule resolution: a VirtualService destination
+//! (host, port, subset) becomes an index into the snapshot's cluster list.
+//!
+//! Hosts resolve like Istio: the literal host first, then for a short name (no dots) its
+//! Kubernetes form `name.<vs-namespace>.svc.cluster.local`, then the longest wildcard
+//! ServiceEntry host. Only declared services are reachable (REGISTRY_ONLY).
+//!
+//! Depends on: `config::{raw, istio, error}`, `upstream`, `route::pattern_matches`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use crate::config::error::ConfigError;
+use crate::config::istio::{
+    Destination, DestinationRule, ServiceEntry, ServicePort, VirtualService, WorkloadEntry,
+};
+use crate::config::raw::Res;
+use crate::route::pattern_matches;
+use crate::upstream::{Cluster, Endpoint, Protocol, Registry, Target};
+
+const RESOLUTIONS: [&str; 4] = ["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"];
+const PROTOCOLS: [&str; 12] = [
+    "HTTP", "HTTPS", "HTTP2", "GRPC", "GRPC-WEB", "TCP", "TLS", "MONGO", "MYSQL", "REDIS", "UDP",
+    "THRIFT",
+];
+
+/// Expand a short service name the way Istio does for Kubernetes services.
+pub(super) fn expand_short(host: &str, namespace: &str) -> Option<String> {
+    (!host.contains('.') && !host.contains('*'))
+        .then(|| format!("{host}.{namespace}.svc.cluster.local"))
+}
+
+/// Resolver and cluster builder for one compile.
+pub(super) struct Services<'a> {
+    ses: &'a [Res<ServiceEntry>],
+    wes: &'a [Res<WorkloadEntry>],
+    drs: &'a [Res<DestinationRule>],
+    se_exact: HashMap<String, usize>,
+    /// `(host pattern, se index)`, longest first.
+    se_wild: Vec<(String, usize)>,
+    dr_by_host: HashMap<String, usize>,
+    registry: &'a Registry,
+    pub(super) clusters: Vec<Arc<Cluster>>,
+    cluster_idx: HashMap<(String, u16, String), usize>,
+}
+
+impl<'a> Services<'a> {
+    /// Validate and index every ServiceEntry and DestinationRule.
+    pub(super) fn new(
+        ses: &'a [Res<ServiceEntry>],
+        wes: &'a [Res<WorkloadEntry>],
+        drs: &'a [Res<DestinationRule>],
+        registry: &'a Registry,
+        errors: &mut Vec<ConfigError>,
+        warnings: &mut Vec<ConfigError>,
+    ) -> Self {
+        let mut se_exact = HashMap::new();
+        let mut se_wild = Vec::new();
+        for (i, se) in ses.iter().enumerate() {
+            if !validate_se(se, errors, warnings) {
+                continue;
+            }
+            for (h, host) in se.spec.hosts.iter().enumerate() {
+                let host = host.to_ascii_lowercase();
+                let taken = if host.starts_with('*') {
+                    se_wild.iter().any(|(w, _)| *w == host)
+                } else {
+                    se_exact.contains_key(&host)
+                };
+                if taken {
+                    warnings.push(se.error(format!("hosts[{h}]"), format!("host {host} is declared by an earlier ServiceEntry; this one is ignored for it")));
+                } else if host.starts_with('*') {
+                    se_wild.push((host, i));
+                } else {
+                    se_exact.insert(host, i);
+                }
+            }
+        }
+        se_wild.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
+        let mut dr_by_host = HashMap::new();
+        for (i, dr) in drs.iter().enumerate() {
+            if dr.spec.host.is_empty() {
+                errors.push(dr.error("host", "host is required"));
+                continue;
+            }
+            let mut names = std::collections::HashSet::new();
+            for (s, sub) in dr.spec.subsets.iter().enumerate() {
+                if sub.name.is_empty() {
+                    errors.push(dr.error(format!("subsets[{s}].name"), "subset name is required"));
+                } else if !names.insert(&sub.name) {
+                    errors.push(dr.error(
+                        format!("subsets[{s}].name"),
+                        format!("duplicate subset {}", sub.name),
+                    ));
+                }
+                if sub.traffic_policy.is_some() {
+                    warnings.push(dr.error(
+                        format!("subsets[{s}].trafficPolicy"),
+                        "not supported yet: ignored",
+                    ));
+                }
+            }
+            if let Some(tp) = &dr.spec.traffic_policy {
+                for (field, present) in [
+                    ("loadBalancer", tp.load_balancer.is_some()),
+                    ("connectionPool", tp.connection_pool.is_some()),
+                    ("outlierDetection", tp.outlier_detection.is_some()),
+                    ("tls", tp.tls.is_some()),
+                    ("portLevelSettings", tp.port_level_settings.is_some()),
+                    ("tunnel", tp.tunnel.is_some()),
+                    ("proxyProtocol", tp.proxy_protocol.is_some()),
+                ] {
+                    if present {
+                        warnings.push(dr.error(
+                            format!("trafficPolicy.{field}"),
+                            "not supported yet: ignored",
+                        ));
+                    }
+                }
+            }
+            let literal = dr.spec.host.to_ascii_lowercase();
+            for key in std::iter::once(literal.clone()).chain(expand_short(&literal, &dr.namespace))
+            {
+                if dr_by_host.contains_key(&key) {
+                    warnings.push(dr.error(
+                        "host",
+                        format!(
+                            "another DestinationRule already applies to {key}; this one is ignored"
+                        ),
+                    ));
+                    break;
+                }
+                dr_by_host.insert(key, i);
+            }
+        }
+        Self {
+            ses,
+            wes,
+            drs,
+            se_exact,
+            se_wild,
+            dr_by_host,
+            registry,
+            clusters: Vec::new(),
+            cluster_idx: HashMap::new(),
+        }
+    }
+
+    /// The ServiceEntry serving `host` (asked from namespace `ns`): (se index, service host).
+    fn find_se(&self, host: &str, ns: &str) -> Option<(usize, String)> {
+        let literal = host.to_ascii_lowercase();
+        if let Some(i) = self.se_exact.get(&literal) {
+            return Some((*i, literal));
+        }
+        if let Some(full) = expand_short(&literal, ns) {
+            if let Some(i) = self.se_exact.get(&full) {
+                return Some((*i, full));
+            }
+        }
+        self.se_wild
+            .iter()
+            .find(|(pat, _)| pattern_matches(pat, &literal))
+            .map(|(_, i)| (*i, literal))
+    }
+
+    fn find_dr(
+        &self,
+        service: &str,
+        requested: &str,
+        ns: &str,
+    ) -> Option<&'a Res<DestinationRule>> {
+        let candidates = [
+            Some(service.to_owned()),
+            Some(requested.to_ascii_lowercase()),
+            expand_short(requested, ns),
+        ];
+        candidates
+            .into_iter()
+            .flatten()
+            .find_map(|k| self.dr_by_host.get(&k))
+            .map(|i| &self.drs[*i])
+    }
+
+    /// Resolve `dest` of `vs` (at `field`) to a cluster index, building the cluster once.
+    pub(super) fn cluster_for(
+        &mut self,
+        vs: &Res<VirtualService>,
+        field: &str,
+        dest: &Destination,
+        errors: &mut Vec<ConfigError>,
+        warnings: &mut Vec<ConfigError>,
+    ) -> Option<usize> {
+        if dest.host.is_empty() {
+            errors.push(vs.error(format!("{field}.host"), "destination host is required"));
+            return None;
+        }
+        if dest.host.contains('*') {
+            errors.push(vs.error(
+                format!("{field}.host"),
+                "destination host cannot be a wildcard",
+            ));
+            return None;
+        }
+        let Some((se_i, service)) = self.find_se(&dest.host, &vs.namespace) else {
+            errors.push(vs.error(
+                format!("{field}.host"),
+                format!("unknown host {}: no ServiceEntry declares it", dest.host),
+            ));
+            return None;
+        };
+        let se = &self.ses[se_i];
+        let port = match dest.port.as_ref().map(|p| p.number) {
+            Some(n) => match se.spec.ports.iter().find(|p| p.number == n) {
+                Some(p) => p,
+                None => {
+                    errors.push(vs.error(
+                        format!("{field}.port.number"),
+                        format!("port {n} is not declared by {}", se.id()),
+                    ));
+                    return None;
+                }
+            },
+            None => match se.spec.ports.as_slice() {
+                [only] => only,
+                [] => {
+                    errors.push(vs.error(
+                        format!("{field}.host"),
+                        format!("{} declares no ports", se.id()),
+                    ));
+                    return None;
+                }
+                _ => {
+                    errors.push(vs.error(
+                        format!("{field}.port"),
+                        format!(
+                            "{} declares several ports: the destination must select one",
+                            se.id()
+                        ),
+                    ));
+                    return None;
+                }
+            },
+        };
+        let subset = dest.subset.clone().unwrap_or_default();
+        let subset_labels = if subset.is_empty() {
+            BTreeMap::new()
+        } else {
+            let found = self
+                .find_dr(&service, &dest.host, &vs.namespace)
+                .and_then(|dr| dr.spec.subsets.iter().find(|s| s.name == subset));
+            match found {
+                Some(s) => s.labels.clone(),
+                None => {
+                    errors.push(vs.error(
+                        format!("{field}.subset"),
+                        format!(
+                            "unknown subset {subset}: no DestinationRule for {} defines it",
+                            dest.host
+                        ),
+                    ));
+                    return None;
+                }
+            }
+        };
+        let port_number = u16::try_from(port.number).unwrap_or(0);
+        let key = (service.clone(), port_number, subset.clone());
+        if let Some(i) = self.cluster_idx.get(&key) {
+            return Some(*i);
+        }
+        let endpoints = self.endpoints(se, &service, port, &subset_labels);
+        let name: Arc<str> = format!("outbound|{}|{}|{}", port.number, subset, service).into();
+        if endpoints.is_empty() {
+            warnings.push(vs.error(
+                field.to_owned(),
+                format!("cluster {name} has no endpoints: requests to it get 503"),
+            ));
+        }
+        let protocol = match port
+            .protocol
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            Some("HTTP2" | "GRPC" | "GRPC-WEB") => Protocol::Http2,
+            _ => Protocol::Http1,
+        };
+        let cluster = Cluster::new(
+            name,
+            service.into(),
+            se.namespace.as_str().into(),
+            subset.into(),
+            port_number,
+            protocol,
+            endpoints,
+        );
+        self.clusters.push(Arc::new(cluster));
+        let i = self.clusters.len() - 1;
+        self.cluster_idx.insert(key, i);
+        Some(i)
+    }
+
+    fn endpoints(
+        &self,
+        se: &Res<ServiceEntry>,
+        service: &str,
+        port: &ServicePort,
+        subset: &BTreeMap<String, String>,
+    ) -> Vec<Endpoint> {
+        let protocol = match port
+            .protocol
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            Some("HTTP2" | "GRPC" | "GRPC-WEB") => Protocol::Http2,
+            _ => Protocol::Http1,
+        };
+        let default_port = u16::try_from(port.target_port.unwrap_or(port.number)).unwrap_or(0);
+        let resolution = se.spec.resolution.as_deref().unwrap_or("NONE");
+        let mut workloads: Vec<&WorkloadEntry> = se.spec.endpoints.iter().collect();
+        if let Some(sel) = &se.spec.workload_selector {
+            workloads.extend(
+                self.wes
+                    .iter()
+                    .filter(|we| {
+                        we.namespace == se.namespace
+                            && labels_match(&sel.labels, &merged_labels(we))
+                    })
+                    .map(|we| &we.spec),
+            );
+        }
+        let mk = |target: Target, weight: u32, labels: BTreeMap<String, String>| Endpoint {
+            weight: weight.max(1),
+            labels,
+            pool: self.registry.pool(target, protocol),
+        };
+        if resolution == "NONE" || (workloads.is_empty() && resolution != "STATIC") {
+            // NONE: connect to the service host itself (for a wildcard entry, the host the
+            // route names). DNS without endpoints resolves the host.
+            if !subset.is_empty() {
+                return Vec::new();
+            }
+            return vec![mk(
+                Target::Dns(service.into(), default_port),
+                1,
+                BTreeMap::new(),
+            )];
+        }
+        workloads
+            .into_iter()
+            .filter(|w| labels_match(subset, &w.labels))
+            .filter_map(|w| {
+                let p = w
+                    .ports
+                    .get(&port.name)
+                    .and_then(|p| u16::try_from(*p).ok())
+                    .unwrap_or(default_port);
+                let target = match w.address.parse::<IpAddr>() {
+                    Ok(ip) => Target::Addr(SocketAddr::new(ip, p)),
+                    // STATIC addresses were checked in validate_se.
+                    Err(_) if resolution == "STATIC" => return None,
+                    Err(_) => Target::Dns(w.address.as_str().into(), p),
+                };
+                Some(mk(target, w.weight.unwrap_or(1), w.labels.clone()))
+            })
+            .collect()
+    }
+}
+
+/// A WorkloadEntry's labels: `spec.labels` merged over `metadata.labels`.
+fn merged_labels(we: &Res<WorkloadEntry>) -> BTreeMap<String, String> {
+    let mut l = we.labels.clone();
+    l.extend(we.spec.labels.clone());
+    l
+}
+
+fn labels_match(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> bool {
+    want.iter().all(|(k, v)| have.get(k) == Some(v))
+}
+
+fn validate_se(
+    se: &Res<ServiceEntry>,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) -> bool {
+    let before = errors.len();
+    let spec = &se.spec;
+    if spec.hosts.is_empty() {
+        errors.push(se.error("hosts", "at least one host is required"));
+    }
+    for (i, h) in spec.hosts.iter().enumerate() {
+        if h == "*" {
+            warnings.push(se.error(
+                format!("hosts[{i}]"),
+                "a bare \"*\" host matches every destination host; newer Istio rejects it",
+            ));
+        } else if h.is_empty() || (h.contains('*') && !h.starts_with("*.")) {
+            errors.push(se.error(format!("hosts[{i}]"), format!("invalid host {h:?}")));
+        }
+    }
+    let resolution = spec.resolution.as_deref().unwrap_or("NONE");
+    if !RESOLUTIONS.contains(&resolution) {
+        errors.push(se.error(
+            "resolution",
+            format!("unknown resolution {resolution} (expected one of {RESOLUTIONS:?})"),
+        ));
+    }
+    if matches!(resolution, "DNS" | "DNS_ROUND_ROBIN" | "STATIC") {
+        for (i, h) in spec.hosts.iter().enumerate() {
+            if h.contains('*') && (resolution != "STATIC" && spec.endpoints.is_empty()) {
+                errors.push(se.error(
+                    format!("hosts[{i}]"),
+                    format!(
+                        "wildcard host {h} cannot use resolution {resolution} without endpoints"
+                    ),
+                ));
+            }
+        }
+    }
+    if resolution == "STATIC" && spec.endpoints.is_empty() && spec.workload_selector.is_none() {
+        errors.push(se.error(
+            "endpoints",
+            "resolution STATIC needs endpoints or a workloadSelector",
+        ));
+    }
+    for (i, ep) in spec.endpoints.iter().enumerate() {
+        if ep.address.is_empty() {
+            errors.push(se.error(format!("endpoints[{i}].address"), "address is required"));
+        } else if ep.address.starts_with("unix://") {
+            errors.push(se.error(
+                format!("endpoints[{i}].address"),
+                "unix domain socket endpoints are not supported",
+            ));
+        } else if resolution == "STATIC" && ep.address.parse::<IpAddr>().is_err() {
+            errors.push(se.error(
+                format!("endpoints[{i}].address"),
+                format!(
+                    "{} is not an IP address (required by resolution STATIC)",
+                    ep.address
+                ),
+            ));
+        }
+        for (name, p) in &ep.ports {
+            if *p == 0 || *p > 65535 {
+                errors.push(se.error(format!("endpoints[{i}].ports.{name}"), "must be 1..=65535"));
+            }
+        }
+    }
+    if spec.ports.is_empty() {
+        errors.push(se.error("ports", "at least one port is required"));
+    }
+    for (i, p) in spec.ports.iter().enumerate() {
+        if p.number == 0 || p.number > 65535 {
+            errors.push(se.error(format!("ports[{i}].number"), "must be 1..=65535"));
+        }
+        if let Some(tp) = p.target_port {
+            if tp == 0 || tp > 65535 {
+                errors.push(se.error(format!("ports[{i}].targetPort"), "must be 1..=65535"));
+            }
+        }
+        if let Some(proto) = &p.protocol {
+            let upper = proto.to_ascii_uppercase();
+            if !PROTOCOLS.contains(&upper.as_str()) {
+                warnings.push(se.error(
+                    format!("ports[{i}].protocol"),
+                    format!("unknown protocol {proto}: treated as HTTP/1.1"),
+                ));
+            }
+        }
+    }
+    errors.len() == before
+}

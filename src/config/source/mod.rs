@@ -1,0 +1,5 @@
+//! Config sources: each produces a complete `RawSet`.
+//!
+//! Depends on: `config::raw`, `config::istio`.
+
+pub mod file;

@@ -1,0 +1,10 @@
+//! The HTTP data plane: connection serving, the per-request proxy pipeline, header rules,
+//! synthetic responses and end-of-request records.
+//!
+//! Depends on: `config`, `route`, `upstream`, `error`, `body`, `metrics`, `shutdown`.
+
+pub mod headers;
+mod log;
+pub mod proxy;
+pub mod respond;
+pub mod server;

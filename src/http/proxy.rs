@@ -1,0 +1,425 @@
+//! The per-request pipeline: snapshot -> route -> action -> upstream (with retries) -> reply.
+//!
+//! One snapshot is loaded at the start of a request and used to its end, so a config swap
+//! never changes a request half-way. Every failure becomes a `ProxyError` answered by
+//! `respond`; metrics and the access log are recorded once, when the response body ends.
+//!
+//! Depends on: `config::{ConfigStore, Snapshot}`, `route`, `upstream`, `error`, `body`,
+//! `metrics`, `http::{headers, respond, log}`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::request::Parts;
+use http::{HeaderValue, Method, Request, Response, Uri, Version};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::headers;
+use super::log::{RequestBytes, RequestRecord};
+use super::respond;
+use crate::body::{ProxyBody, UpBody};
+use crate::config::{ConfigStore, Snapshot};
+use crate::error::{ErrorKind, ProxyError};
+use crate::metrics::Metrics;
+use crate::route::{Action, RequestView, Route, WeightedDestination};
+use crate::upstream::{retry, Cluster, Protocol};
+
+/// Shared, per-process request handling state.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    /// The active config.
+    pub store: Arc<ConfigStore>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Largest body buffered for replay on retry (bytes).
+    pub max_replay_body: usize,
+    /// Whether to emit access log events.
+    pub access_log: bool,
+}
+
+/// What the request's connection tells about it.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Client address.
+    pub client: SocketAddr,
+    /// The Gateway server port (or mesh port) the connection arrived on.
+    pub port: u16,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+}
+
+/// The request body as the retry loop sees it.
+enum BodySlot {
+    Empty,
+    Buffered(Bytes),
+    Stream(Option<(Incoming, Arc<AtomicU64>)>),
+}
+
+impl BodySlot {
+    /// Whether another try can still send the body.
+    fn replayable(&self) -> bool {
+        !matches!(self, BodySlot::Stream(None))
+    }
+
+    fn take(&mut self) -> UpBody {
+        match self {
+            BodySlot::Empty => UpBody::Empty,
+            BodySlot::Buffered(b) => UpBody::Full(Some(b.clone())),
+            BodySlot::Stream(s) => match s.take() {
+                Some((inc, count)) => UpBody::Stream(inc, count),
+                None => UpBody::Empty,
+            },
+        }
+    }
+}
+
+impl Proxy {
+    /// Handle one request; never fails (errors become responses).
+    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let snap = self.store.load();
+        let (mut parts, body) = req.into_parts();
+        let request_id = headers::ensure_request_id(&mut parts.headers);
+        let grpc = parts
+            .headers
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let authority = match parts.uri.authority() {
+            Some(a) => a.as_str().to_owned(),
+            None => parts
+                .headers
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        let mut rec = RequestRecord {
+            metrics: self.metrics.clone(),
+            start,
+            access_log: self.access_log,
+            client: conn.client,
+            method: parts.method.clone(),
+            authority,
+            path: parts.uri.path().to_owned(),
+            protocol: if grpc { "grpc" } else { "http" },
+            request_id,
+            route: None,
+            cluster: None,
+            upstream: None,
+            status: 0,
+            grpc_status: None,
+            flags: "-",
+            request_bytes: RequestBytes::Known(0),
+            conn: None,
+        };
+        if rec.authority.is_empty() {
+            return finish_error(rec, &ProxyError::new(ErrorKind::BadRequest));
+        }
+        let view = RequestView {
+            method: parts.method.as_str(),
+            scheme: conn.scheme,
+            authority: &rec.authority,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            port: conn.port,
+        };
+        let found = if parts.method == Method::CONNECT {
+            None
+        } else {
+            snap.table(conn.port).and_then(|t| t.lookup(&view).ok())
+        };
+        let Some((route, block)) = found else {
+            return finish_error(rec, &ProxyError::new(ErrorKind::NoRoute));
+        };
+        rec.route = Some(route.name.clone());
+        match &route.action {
+            Action::Respond(d) => finish(rec, respond::direct(d), "-"),
+            Action::Redirect(r) => {
+                let loc = r.location(
+                    conn.scheme,
+                    &rec.authority,
+                    parts.uri.path(),
+                    parts.uri.query(),
+                );
+                finish(rec, respond::redirect(r.code, &loc), "-")
+            }
+            Action::Forward(f) => {
+                let pick = if f.destinations.len() == 1 {
+                    0
+                } else {
+                    fastrand::u32(..f.total_weight)
+                };
+                let Some(dest) = f.pick(pick) else {
+                    return finish_error(rec, &ProxyError::new(ErrorKind::NoHealthyEndpoint));
+                };
+                self.forward(&snap, route, block, dest, parts, body, conn, rec)
+                    .await
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        snap: &Arc<Snapshot>,
+        route: &Route,
+        block: usize,
+        dest: &WeightedDestination,
+        mut parts: Parts,
+        body: Incoming,
+        conn: &ConnInfo,
+        mut rec: RequestRecord,
+    ) -> Response<ProxyBody> {
+        let Some(cluster) = snap.clusters.get(dest.cluster).cloned() else {
+            return finish_error(rec, &ProxyError::new(ErrorKind::Internal));
+        };
+        rec.cluster = Some(cluster.clone());
+
+        // Upstream request head.
+        let prefix = route
+            .matches
+            .get(block)
+            .and_then(|m| m.uri.as_ref())
+            .and_then(|u| u.rewrite_prefix())
+            .unwrap_or("/");
+        let rewritten = route
+            .rewrite
+            .as_ref()
+            .and_then(|rw| rw.path(parts.uri.path(), prefix));
+        let path = rewritten.as_deref().unwrap_or(parts.uri.path());
+        let authority = route
+            .rewrite
+            .as_ref()
+            .and_then(|rw| rw.authority.as_ref())
+            .and_then(|a| a.to_str().ok())
+            .unwrap_or(&rec.authority)
+            .to_owned();
+        let path_and_query = match parts.uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_owned(),
+        };
+        let uri = match cluster.protocol {
+            Protocol::Http1 => path_and_query.parse::<Uri>(),
+            Protocol::Http2 => format!("http://{authority}{path_and_query}").parse::<Uri>(),
+        };
+        let Ok(uri) = uri else {
+            return finish_error(rec, &ProxyError::new(ErrorKind::BadRequest));
+        };
+        let downstream_version = parts.version;
+        headers::strip_hop_by_hop(&mut parts.headers);
+        headers::set_forwarded(&mut parts.headers, conn.client.ip(), conn.scheme);
+        dest.headers.request.apply(&mut parts.headers);
+        route.headers.request.apply(&mut parts.headers);
+        match cluster.protocol {
+            Protocol::Http1 => match HeaderValue::from_str(&authority) {
+                Ok(h) => {
+                    parts.headers.insert(HOST, h);
+                }
+                Err(_) => return finish_error(rec, &ProxyError::new(ErrorKind::BadRequest)),
+            },
+            Protocol::Http2 => {
+                parts.headers.remove(HOST);
+            }
+        }
+        let version = match cluster.protocol {
+            Protocol::Http1 => Version::HTTP_11,
+            Protocol::Http2 => Version::HTTP_2,
+        };
+
+        // Request body: buffered when small enough to replay, streamed otherwise.
+        let policy = &route.retry;
+        let content_length = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let mut slot = if body.is_end_stream() {
+            BodySlot::Empty
+        } else if policy.attempts > 0
+            && content_length.is_some_and(|n| n <= self.max_replay_body as u64)
+        {
+            match Limited::new(body, self.max_replay_body).collect().await {
+                Ok(c) => {
+                    let b = c.to_bytes();
+                    rec.request_bytes = RequestBytes::Known(b.len() as u64);
+                    BodySlot::Buffered(b)
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "client request body failed");
+                    return finish_error(rec, &ProxyError::new(ErrorKind::DownstreamClosed));
+                }
+            }
+        } else {
+            let count = Arc::new(AtomicU64::new(0));
+            rec.request_bytes = RequestBytes::Counted(count.clone());
+            BodySlot::Stream(Some((body, count)))
+        };
+
+        let idempotent = retry::is_idempotent(&parts.method);
+        let deadline = route.timeout.map(|t| rec.start + t);
+        let mut tries: u32 = 0;
+        let mut avoid = None;
+        let mut fresh_used = false;
+        let mut fresh = false;
+        loop {
+            tries += 1;
+            let Some((idx, ep)) = cluster.pick(avoid) else {
+                return finish_error(rec, &ProxyError::new(ErrorKind::NoHealthyEndpoint));
+            };
+            let attempt = async {
+                let co = ep.pool.checkout(fresh).await?;
+                let mut req = Request::new(slot.take());
+                *req.method_mut() = parts.method.clone();
+                *req.uri_mut() = uri.clone();
+                *req.version_mut() = version;
+                *req.headers_mut() = parts.headers.clone();
+                *req.extensions_mut() = parts.extensions.clone();
+                co.send(req).await
+            };
+            let per_try = policy.per_try_timeout.map(|p| Instant::now() + p);
+            let limit = match (per_try, deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let result = match limit {
+                Some(at) => match tokio::time::timeout_at(at.into(), attempt).await {
+                    Ok(r) => r,
+                    Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                        Err(ProxyError::new(ErrorKind::RouteTimeout))
+                    }
+                    Err(_) => Err(ProxyError::new(ErrorKind::PerTryTimeout)),
+                },
+                None => attempt.await,
+            };
+            fresh = false;
+            rec.upstream = Some(ep.pool.target().to_string());
+            match result {
+                Ok(sent) => {
+                    let status = sent.response.status().as_u16();
+                    let grpc_status = grpc_status(sent.response.headers());
+                    if retry::on_status(policy, status, grpc_status, idempotent, tries)
+                        && slot.replayable()
+                    {
+                        drop(sent);
+                        self.note_retry(&cluster);
+                        if !backoff(tries, deadline).await {
+                            return finish_error(rec, &ProxyError::new(ErrorKind::RouteTimeout));
+                        }
+                        avoid = Some(idx);
+                        continue;
+                    }
+                    let exhausted = tries > 1 && policy.retries_status(status, grpc_status);
+                    let (mut rparts, rbody) = sent.response.into_parts();
+                    headers::strip_hop_by_hop(&mut rparts.headers);
+                    dest.headers.response.apply(&mut rparts.headers);
+                    route.headers.response.apply(&mut rparts.headers);
+                    rparts.version = downstream_version;
+                    rec.status = rparts.status.as_u16();
+                    rec.grpc_status = grpc_status;
+                    rec.flags = if exhausted { "URX" } else { "-" };
+                    rec.conn = sent.conn;
+                    let body = ProxyBody::upstream(rbody).on_complete(Box::new(rec));
+                    return Response::from_parts(rparts, body);
+                }
+                Err(e) => {
+                    if matches!(e.kind, ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout) {
+                        self.metrics
+                            .connect_errors
+                            .with_label_values(&[&*cluster.name])
+                            .inc();
+                    }
+                    tracing::debug!(cluster = %cluster.name, upstream = ?rec.upstream, error = %e, try_ = tries, "upstream attempt failed");
+                    // The keep-alive race: a pooled connection the upstream had closed.
+                    // Send again once on a fresh connection; not an Istio retry.
+                    if e.reused
+                        && !fresh_used
+                        && matches!(e.kind, ErrorKind::UpstreamReset | ErrorKind::RefusedStream)
+                        && slot.replayable()
+                    {
+                        fresh_used = true;
+                        fresh = true;
+                        tries -= 1;
+                        avoid = None;
+                        continue;
+                    }
+                    if retry::on_error(policy, &e, idempotent, tries) && slot.replayable() {
+                        self.note_retry(&cluster);
+                        if !backoff(tries, deadline).await {
+                            return finish_error(rec, &ProxyError::new(ErrorKind::RouteTimeout));
+                        }
+                        avoid = Some(idx);
+                        continue;
+                    }
+                    let mut rec = rec;
+                    rec.flags = if tries > 1 {
+                        with_urx(e.flag())
+                    } else {
+                        e.flag()
+                    };
+                    return finish_response(rec, respond::error(&e));
+                }
+            }
+        }
+    }
+
+    fn note_retry(&self, cluster: &Cluster) {
+        self.metrics
+            .retries
+            .with_label_values(&[&*cluster.name])
+            .inc();
+    }
+}
+
+/// Sleep the back-off before retry `tries`; false when the route deadline comes first.
+async fn backoff(tries: u32, deadline: Option<Instant>) -> bool {
+    let wait = retry::backoff(tries);
+    match deadline {
+        Some(d) if Instant::now() + wait >= d => false,
+        _ => {
+            tokio::time::sleep(wait).await;
+            true
+        }
+    }
+}
+
+fn grpc_status(h: &http::HeaderMap) -> Option<u32> {
+    h.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+fn with_urx(flag: &'static str) -> &'static str {
+    match flag {
+        "UF" => "UF,URX",
+        "UC" => "UC,URX",
+        "UR" => "UR,URX",
+        "UT" => "UT,URX",
+        "UH" => "UH,URX",
+        other => other,
+    }
+}
+
+fn finish_error(mut rec: RequestRecord, e: &ProxyError) -> Response<ProxyBody> {
+    rec.flags = e.flag();
+    finish_response(rec, respond::error(e))
+}
+
+fn finish(
+    mut rec: RequestRecord,
+    resp: Response<ProxyBody>,
+    flags: &'static str,
+) -> Response<ProxyBody> {
+    rec.flags = flags;
+    finish_response(rec, resp)
+}
+
+fn finish_response(mut rec: RequestRecord, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    rec.status = resp.status().as_u16();
+    let (parts, body) = resp.into_parts();
+    Response::from_parts(parts, body.on_complete(Box::new(rec)))
+}

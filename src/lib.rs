@@ -1,0 +1,41 @@
+//! meshgate: a standalone ingress/egress gateway that speaks Istio's networking API.
+//!
+//! # Where things are
+//!
+//! - A request is routed in [`http::proxy::Proxy::handle`]: it loads the active
+//!   [`config::Snapshot`], looks the request up in the port's [`route::RouteTable`] (host:
+//!   exact > longest wildcard > `*`; then the first matching `http[]` rule), and either
+//!   answers (redirect, direct response, 404) or forwards to a weighted destination's
+//!   [`upstream::Cluster`] with Istio's retry and timeout policy.
+//! - Config: [`config::source::file`] reads YAML into a `RawSet`, [`config::compile`]
+//!   validates it (errors name file:line, resource and field) into a `Snapshot`, and
+//!   [`config::ConfigStore`] publishes it atomically (arc-swap).
+//! - Wiring (listeners, admin, shutdown): [`app`]. Admin API: [`admin`]. Metrics: [`metrics`].
+//!
+//! # Data flow
+//!
+//! ```text
+//! TcpListener (listen) -> http::server (hyper-util auto: h1 + h2c) -> http::proxy
+//!   -> route::RouteTable::lookup -> action: redirect | directResponse | forward
+//!   -> upstream::Cluster::pick -> upstream::pool (checkout, send) -> retry loop
+//!   -> response streamed back; metrics + access log when the body ends (http::log)
+//! ```
+//!
+//! Layering: `route`, `error`, `upstream::balance` are pure leaves; `config` compiles into
+//! `route`/`upstream` types and nothing outside `config` sees the raw Istio types.
+
+pub mod admin;
+pub mod app;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod listen;
+pub mod metrics;
+pub mod route;
+pub mod shutdown;
+pub mod telemetry;
+pub mod upstream;
+
+pub use app::{run, start, Running, StartError};
+pub use config::Bootstrap;

@@ -1,0 +1,354 @@
+//! Upstream connections: connect with a timeout, HTTP/1.1 keep-alive pools and one shared
+//! HTTP/2 connection per endpoint.
+//!
+//! Pools live in a `Registry` outside the snapshot, keyed by endpoint target and protocol,
+//! so a reload that keeps an endpoint keeps its warm connections. Each endpoint has its own
+//! small mutex-guarded idle list, held only to push or pop (never across an await), so there
+//! is no global lock on the request path. Idle HTTP/1.1 connections are used LIFO and dropped
+//! after `idle_timeout`, which defaults below common backend keep-alive timeouts so we rarely
+//! race a backend closing an idle connection.
+//!
+//! Depends on: hyper, tokio, `error`, `body`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::body::UpBody;
+use crate::error::{ErrorKind, ProxyError};
+
+/// Where an endpoint lives.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A fixed socket address.
+    Addr(SocketAddr),
+    /// A name resolved when a new connection is made.
+    Dns(Arc<str>, u16),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Addr(a) => write!(f, "{a}"),
+            Target::Dns(h, p) => write!(f, "{h}:{p}"),
+        }
+    }
+}
+
+/// Upstream HTTP version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// HTTP/1.1 with keep-alive.
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c).
+    Http2,
+}
+
+/// Connection settings shared by every pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// How long an idle HTTP/1.1 connection is kept.
+    pub idle_timeout: Duration,
+    /// Idle HTTP/1.1 connections kept per endpoint.
+    pub max_idle: usize,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(4),
+            max_idle: 128,
+        }
+    }
+}
+
+/// All endpoint pools, surviving reloads.
+#[derive(Debug, Default)]
+pub struct Registry {
+    settings: PoolSettings,
+    pools: Mutex<HashMap<(Target, Protocol), Weak<EndpointPool>>>,
+}
+
+impl Registry {
+    /// A registry whose pools use `settings`.
+    pub fn new(settings: PoolSettings) -> Self {
+        Self {
+            settings,
+            pools: Mutex::default(),
+        }
+    }
+
+    /// The pool for `target` over `protocol`, shared with any live snapshot that has it.
+    pub fn pool(&self, target: Target, protocol: Protocol) -> Arc<EndpointPool> {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        if pools.len() > 64 {
+            pools.retain(|_, w| w.strong_count() > 0);
+        }
+        let key = (target, protocol);
+        if let Some(p) = pools.get(&key).and_then(Weak::upgrade) {
+            return p;
+        }
+        let pool = Arc::new(EndpointPool {
+            target: key.0.clone(),
+            protocol,
+            settings: self.settings,
+            idle: Mutex::default(),
+            shared_h2: Mutex::default(),
+        });
+        pools.insert(key, Arc::downgrade(&pool));
+        pool
+    }
+}
+
+struct Idle {
+    tx: http1::SendRequest<UpBody>,
+    since: Instant,
+}
+
+/// Connections to one endpoint.
+pub struct EndpointPool {
+    target: Target,
+    protocol: Protocol,
+    settings: PoolSettings,
+    idle: Mutex<Vec<Idle>>,
+    shared_h2: Mutex<Option<http2::SendRequest<UpBody>>>,
+}
+
+impl std::fmt::Debug for EndpointPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointPool")
+            .field("target", &self.target)
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A sent request's outcome: the response, and for HTTP/1.1 the connection to give back
+/// once the response body is done.
+pub struct Sent {
+    /// The upstream response head and streaming body.
+    pub response: Response<Incoming>,
+    /// Hand this back with `release` when the body has been read to the end.
+    pub conn: Option<PooledConn>,
+}
+
+/// An HTTP/1.1 connection on loan from its pool.
+pub struct PooledConn {
+    pool: Arc<EndpointPool>,
+    tx: http1::SendRequest<UpBody>,
+}
+
+impl PooledConn {
+    /// Return the connection to its pool once it can take another request.
+    pub fn release(self) {
+        let PooledConn { pool, mut tx } = self;
+        if tx.is_ready() {
+            pool.put(tx);
+        } else if !tx.is_closed() {
+            // The connection task has not yet seen the end of the response; wait briefly.
+            tokio::spawn(async move {
+                let ready = tokio::time::timeout(Duration::from_secs(1), tx.ready()).await;
+                if matches!(ready, Ok(Ok(()))) {
+                    pool.put(tx);
+                }
+            });
+        }
+    }
+}
+
+impl EndpointPool {
+    /// The endpoint's address.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    fn put(&self, tx: http1::SendRequest<UpBody>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.settings.max_idle {
+            idle.push(Idle {
+                tx,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    fn take_idle(&self) -> Option<http1::SendRequest<UpBody>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        // Expired connections sit at the front (oldest first): drop them in one go.
+        let fresh_from = idle
+            .iter()
+            .position(|c| now.duration_since(c.since) < self.settings.idle_timeout)
+            .unwrap_or(idle.len());
+        idle.drain(..fresh_from);
+        while let Some(c) = idle.pop() {
+            if c.tx.is_ready() {
+                return Some(c.tx);
+            }
+        }
+        None
+    }
+
+    async fn connect_tcp(&self) -> Result<TcpStream, ProxyError> {
+        let timeout = self.settings.connect_timeout;
+        let fut = async {
+            match &self.target {
+                Target::Addr(a) => TcpStream::connect(*a).await,
+                Target::Dns(h, p) => TcpStream::connect((&**h, *p)).await,
+            }
+        };
+        let stream = match tokio::time::timeout(timeout, fut).await {
+            Err(_) => return Err(ProxyError::new(ErrorKind::ConnectTimeout)),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ProxyError::with(ErrorKind::NoHealthyEndpoint, e))
+            }
+            Ok(Err(e)) => return Err(ProxyError::with(ErrorKind::ConnectFailed, e)),
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// A connection to send one request on: an idle one unless `fresh`, else a new one.
+    pub async fn checkout(self: &Arc<Self>, fresh: bool) -> Result<Checkout, ProxyError> {
+        match self.protocol {
+            Protocol::Http1 => {
+                if !fresh {
+                    if let Some(tx) = self.take_idle() {
+                        return Ok(Checkout {
+                            pool: self.clone(),
+                            sender: Sender::H1(tx),
+                            reused: true,
+                        });
+                    }
+                }
+                let io = TokioIo::new(self.connect_tcp().await?);
+                let (tx, conn) = http1::Builder::new()
+                    .preserve_header_case(true)
+                    .handshake(io)
+                    .await
+                    .map_err(|e| ProxyError::with(ErrorKind::ConnectFailed, e))?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "upstream connection closed with error");
+                    }
+                });
+                Ok(Checkout {
+                    pool: self.clone(),
+                    sender: Sender::H1(tx),
+                    reused: false,
+                })
+            }
+            Protocol::Http2 => {
+                if !fresh {
+                    let shared = self.shared_h2.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(tx) = shared.as_ref().filter(|tx| !tx.is_closed()) {
+                        return Ok(Checkout {
+                            pool: self.clone(),
+                            sender: Sender::H2(tx.clone()),
+                            reused: true,
+                        });
+                    }
+                }
+                let io = TokioIo::new(self.connect_tcp().await?);
+                let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .keep_alive_interval(Duration::from_secs(30))
+                    .handshake(io)
+                    .await
+                    .map_err(|e| ProxyError::with(ErrorKind::ConnectFailed, e))?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "upstream h2 connection closed with error");
+                    }
+                });
+                *self.shared_h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
+                Ok(Checkout {
+                    pool: self.clone(),
+                    sender: Sender::H2(tx),
+                    reused: false,
+                })
+            }
+        }
+    }
+
+    /// The upstream HTTP version of this pool.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+}
+
+enum Sender {
+    H1(http1::SendRequest<UpBody>),
+    H2(http2::SendRequest<UpBody>),
+}
+
+/// A connection checked out for one request.
+pub struct Checkout {
+    pool: Arc<EndpointPool>,
+    sender: Sender,
+    /// Whether the connection had served requests before.
+    pub reused: bool,
+}
+
+impl Checkout {
+    /// Send `req` and wait for the response head.
+    pub async fn send(self, req: Request<UpBody>) -> Result<Sent, ProxyError> {
+        let reused = self.reused;
+        match self.sender {
+            Sender::H1(mut tx) => match tx.send_request(req).await {
+                Ok(response) => Ok(Sent {
+                    response,
+                    conn: Some(PooledConn {
+                        pool: self.pool,
+                        tx,
+                    }),
+                }),
+                Err(e) => Err(map_send_error(e, reused)),
+            },
+            Sender::H2(mut tx) => {
+                if tx.ready().await.is_err() {
+                    return Err(ProxyError {
+                        reused,
+                        ..ProxyError::new(ErrorKind::UpstreamReset)
+                    });
+                }
+                match tx.send_request(req).await {
+                    Ok(response) => Ok(Sent {
+                        response,
+                        conn: None,
+                    }),
+                    Err(e) => Err(map_send_error(e, reused)),
+                }
+            }
+        }
+    }
+}
+
+/// Classify a failed exchange: a refused stream or a request hyper never wrote are safe to
+/// send again; anything else is a reset before the response head.
+fn map_send_error(e: hyper::Error, reused: bool) -> ProxyError {
+    let refused = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<h2::Error>())
+        .and_then(h2::Error::reason)
+        == Some(h2::Reason::REFUSED_STREAM);
+    let kind = if refused || e.is_canceled() {
+        ErrorKind::RefusedStream
+    } else {
+        ErrorKind::UpstreamReset
+    };
+    ProxyError {
+        reused,
+        ..ProxyError::with(kind, e)
+    }
+}

@@ -287,6 +287,7 @@ impl RuleCompiler<'_, '_> {
         let mut destinations = Vec::with_capacity(r.route.len());
         let mut total: u32 = 0;
         let single = r.route.len() == 1;
+        let errors_before = self.errors.len();
         for (k, d) in r.route.iter().enumerate() {
             let field = format!("{f}.route[{k}]");
             let weight = match d.weight {
@@ -320,6 +321,9 @@ impl RuleCompiler<'_, '_> {
                     headers,
                 });
             }
+        }
+        if self.errors.len() > errors_before {
+            return None;
         }
         if total == 0 && !r.route.is_empty() {
             self.err(

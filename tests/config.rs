@@ -1,0 +1,345 @@
+//! Configuration: every sample under config/ compiles, every seed example parses, bad input
+//! is rejected with file:line, resource and field, and `meshgate validate` reports it.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use meshgate::config::{self, CompileOptions, ConfigError};
+use meshgate::upstream::Registry;
+
+fn compile(
+    paths: &[PathBuf],
+    mesh_port: Option<u16>,
+) -> Result<meshgate::config::Snapshot, Vec<ConfigError>> {
+    let raw = config::source::file::load(paths)?;
+    let registry = Registry::default();
+    let opts = CompileOptions {
+        selector: Default::default(),
+        mesh_port,
+        registry: &registry,
+    };
+    config::compile(&raw, &opts).map_err(|f| f.errors)
+}
+
+fn yaml_dirs(root: &Path, out: &mut Vec<PathBuf>) {
+    let mut has_yaml = false;
+    for e in std::fs::read_dir(root).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            yaml_dirs(&p, out);
+        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            has_yaml = true;
+        }
+    }
+    if has_yaml {
+        out.push(root.to_owned());
+    }
+}
+
+#[test]
+fn every_sample_under_config_compiles() {
+    let mut dirs = Vec::new();
+    yaml_dirs(Path::new("config"), &mut dirs);
+    assert!(dirs.len() >= 4, "{dirs:?}");
+    for dir in dirs {
+        // A directory of alternatives (one VirtualService per step) compiles beside its parent.
+        let alternatives = dir.file_name().is_some_and(|n| n == "reviews-routing");
+        if alternatives {
+            for f in std::fs::read_dir(&dir).unwrap() {
+                let f = f.unwrap().path();
+                let paths = vec![dir.parent().unwrap().to_owned(), f.clone()];
+                compile(&paths, Some(15001)).unwrap_or_else(|e| panic!("{}: {e:#?}", f.display()));
+            }
+        } else {
+            compile(std::slice::from_ref(&dir), Some(15001))
+                .unwrap_or_else(|e| panic!("{}: {e:#?}", dir.display()));
+        }
+    }
+}
+
+#[test]
+fn default_config_serves_port_8080() {
+    let snap = compile(&[PathBuf::from("config")], None).unwrap();
+    assert_eq!(
+        snap.listeners.iter().map(|l| l.port).collect::<Vec<_>>(),
+        [8080]
+    );
+}
+
+#[test]
+fn seed_examples_parse() {
+    let seeds = Path::new("../shared/seed-examples");
+    if !seeds.is_dir() {
+        eprintln!("skipped: {} not found beside the checkout", seeds.display());
+        return;
+    }
+    let raw = config::source::file::load(&[seeds.to_owned()]).unwrap();
+    let [gw, vs, dr, se, _] = raw.counts();
+    assert_eq!((gw, vs, dr, se), (2, 6, 5, 2));
+}
+
+/// Write `yaml` to a temp file named `name` and compile it, expecting errors.
+fn errors_of(name: &str, yaml: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(name);
+    std::fs::write(&file, yaml).unwrap();
+    let errs = compile(&[file], None).expect_err("config should be rejected");
+    errs.iter()
+        .map(|e| {
+            e.to_string()
+                .replace(&format!("{}/", dir.path().display()), "")
+        })
+        .collect()
+}
+
+const GW: &str = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: gw
+spec:
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ['*']
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: svc
+spec:
+  hosts: [svc.local]
+  resolution: STATIC
+  ports:
+  - {number: 80, name: http, protocol: HTTP}
+  endpoints:
+  - address: 127.0.0.1
+    labels: {version: v1}
+---
+";
+
+#[test]
+fn bad_weight_names_file_line_resource_and_field() {
+    let yaml = format!(
+        "{GW}apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [a.test]
+  gateways: [gw]
+  http:
+  - route:
+    - destination:
+        host: svc.local
+      weight: 50
+    - destination:
+        host: svc.local
+      weight: 150
+"
+    );
+    let errs = errors_of("vs.yaml", &yaml);
+    assert_eq!(
+        errs,
+        ["vs.yaml:37: VirtualService default/reviews: http[0].route[1].weight: must be 0..=100"]
+    );
+}
+
+#[test]
+fn unknown_references_are_errors() {
+    let yaml = format!(
+        "{GW}apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: vs
+  namespace: apps
+spec:
+  hosts: [a.test]
+  gateways: [nope, default/gw]
+  http:
+  - route:
+    - destination: {{host: missing.local}}
+  - route:
+    - destination: {{host: svc.local, subset: v9}}
+  - route:
+    - destination: {{host: svc.local, port: {{number: 81}}}}
+"
+    );
+    let errs = errors_of("refs.yaml", &yaml);
+    assert_eq!(
+        errs,
+        [
+            "refs.yaml:30: VirtualService apps/vs: gateways[0]: unknown gateway apps/nope",
+            "refs.yaml:33: VirtualService apps/vs: http[0].route[0].destination.host: unknown host missing.local: no ServiceEntry declares it",
+            "refs.yaml:35: VirtualService apps/vs: http[1].route[0].destination.subset: unknown subset v9: no DestinationRule for svc.local defines it",
+            "refs.yaml:37: VirtualService apps/vs: http[2].route[0].destination.port.number: port 81 is not declared by ServiceEntry default/svc",
+        ]
+    );
+}
+
+#[test]
+fn invalid_values_are_all_reported() {
+    let yaml = format!(
+        "{GW}apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: vs
+spec:
+  hosts: [a.test]
+  gateways: [gw]
+  http:
+  - match:
+    - uri:
+        regex: '(unclosed'
+    route:
+    - destination: {{host: svc.local}}
+    timeout: 5 parsecs
+    retries:
+      attempts: 3
+      retryOn: 5xx,sometimes
+  - redirect:
+      uri: /x
+      redirectCode: 200
+  - directResponse:
+      status: 99
+"
+    );
+    let errs = errors_of("many.yaml", &yaml);
+    let want = [
+        "many.yaml:33: VirtualService default/vs: http[0].match[0].uri.regex: invalid regex",
+        "many.yaml:36: VirtualService default/vs: http[0].timeout: invalid duration \"5 parsecs\"",
+        "many.yaml:39: VirtualService default/vs: http[0].retries.retryOn: unknown retry condition \"sometimes\"",
+        "many.yaml:42: VirtualService default/vs: http[1].redirect.redirectCode: 200 is not a redirect code",
+        "many.yaml:44: VirtualService default/vs: http[2].directResponse.status: must be 200..=599",
+    ];
+    assert_eq!(errs.len(), want.len(), "{errs:#?}");
+    for (got, want) in errs.iter().zip(want) {
+        assert!(got.starts_with(want), "{got}\n  should start with\n{want}");
+    }
+}
+
+#[test]
+fn yaml_syntax_and_type_errors_have_lines() {
+    let errs = errors_of(
+        "syntax.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g\n",
+    );
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs[0].starts_with("syntax.yaml:4: invalid YAML"),
+        "{errs:?}"
+    );
+    let errs = errors_of(
+        "types.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  servers:\n  - port:\n      number: eighty\n",
+    );
+    assert!(
+        errs[0].starts_with("types.yaml:7: spec.servers[0].port.number: invalid type"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn duplicate_resources_are_rejected() {
+    let yaml = format!("{GW}{GW}");
+    let errs = errors_of("dup.yaml", &yaml);
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("duplicate Gateway default/gw")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn other_kinds_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mixed.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: y}\n---\n",
+    )
+    .unwrap();
+    let snap = compile(&[file], None).unwrap();
+    assert!(snap.listeners.is_empty());
+}
+
+fn meshgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_meshgate"))
+}
+
+#[test]
+fn validate_cli_exit_codes_and_messages() {
+    let ok = meshgate().args(["validate", "config"]).output().unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        format!("{GW}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: v}}\nspec:\n  hosts: [a]\n  gateways: [gw, other]\n  http:\n  - route:\n    - destination: {{host: nowhere}}\n"),
+    )
+    .unwrap();
+    let bad = meshgate().arg("validate").arg(&file).output().unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains(
+            "bad.yaml:28: VirtualService default/v: gateways[1]: unknown gateway default/other"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("http[0].route[0].destination.host: unknown host nowhere"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 error(s)"), "{stderr}");
+    let unbound = dir.path().join("mesh.yaml");
+    std::fs::write(&unbound, "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: m}\nspec:\n  hosts: [a]\n  http:\n  - directResponse: {status: 200}\n").unwrap();
+    let out = meshgate().arg("validate").arg(&unbound).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no gateways: bound to the mesh only"));
+}
+
+#[tokio::test]
+async fn startup_with_bad_config_fails_with_the_errors() {
+    let err = support::TestGateway::try_start_with(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v}\nspec:\n  hosts: [a]\n  gateways: [ghost]\n",
+        |_| {},
+    )
+    .await
+    .err()
+    .expect("start must fail");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(
+            "config.yaml:6: VirtualService default/v: gateways[0]: unknown gateway default/ghost"
+        ),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn default_config_answers_the_readme_walkthrough() {
+    let gw =
+        support::TestGateway::start_with("", |b| b.config_paths = vec![PathBuf::from("config")])
+            .await;
+    let r = support::Client::new(gw.port(8080), "demo.local")
+        .send("/")
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body.as_str()),
+        (200, "hello from meshgate\n")
+    );
+    let r = support::Client::new(gw.port(8080), "demo.local")
+        .send("/old?x=1")
+        .await;
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), "http://demo.local/new?x=1");
+    let r = support::Client::new(gw.port(8080), "other.local")
+        .send("/")
+        .await;
+    assert_eq!(r.status, 404);
+}

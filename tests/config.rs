@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Configuration: every sample under config/ compiles, every seed example parses, bad input
 //! is rejected with file:line, resource and field, and `meshgate validate` reports it.
 

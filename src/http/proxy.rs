@@ -187,8 +187,7 @@ impl Proxy {
             .matches
             .get(block)
             .and_then(|m| m.uri.as_ref())
-            .and_then(|u| u.rewrite_prefix())
-            .unwrap_or("/");
+            .map_or("/", |u| u.rewritten_part(parts.uri.path()));
         let rewritten = route
             .rewrite
             .as_ref()
@@ -242,9 +241,9 @@ impl Proxy {
             .and_then(|v| v.parse::<u64>().ok());
         let mut slot = if body.is_end_stream() {
             BodySlot::Empty
-        } else if policy.attempts > 0
-            && content_length.is_some_and(|n| n <= self.max_replay_body as u64)
-        {
+        } else if content_length.is_some_and(|n| n <= self.max_replay_body as u64) {
+            // Small bodies are buffered even without retries: the transparent resend after
+            // the keep-alive race needs them too.
             match Limited::new(body, self.max_replay_body).collect().await {
                 Ok(c) => {
                     let b = c.to_bytes();

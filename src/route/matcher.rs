@@ -48,11 +48,14 @@ impl StrMatch {
         }
     }
 
-    /// The literal path prefix a rewrite replaces, per Istio: the prefix or exact value.
-    pub fn rewrite_prefix(&self) -> Option<&str> {
+    /// The part of `path` a `rewrite.uri` replaces (Envoy's `prefix_rewrite` as Istio
+    /// configures it): the prefix or exact value, the whole path for a regex, and `/` when
+    /// the block has no uri condition.
+    pub fn rewritten_part<'a>(&'a self, path: &'a str) -> &'a str {
         match self {
-            Self::Exact(s) | Self::Prefix(s) => Some(s),
-            _ => None,
+            Self::Exact(s) | Self::Prefix(s) => s,
+            Self::Regex(_) => path,
+            Self::Present => "/",
         }
     }
 }

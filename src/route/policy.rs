@@ -80,8 +80,14 @@ impl Redirect {
             .map_or(orig_host, |a| split_port(a).0);
         let port = match (self.port, orig_port) {
             (Some(p), _) => Some(p.to_string()),
-            // Changing the scheme drops the old scheme's port, as Envoy does.
-            (None, Some(_)) if self.scheme.is_some() && new_scheme != scheme => None,
+            // Changing the scheme drops the port only when it is the old scheme's default,
+            // as Envoy's processRequestHost does.
+            (None, Some(p))
+                if new_scheme != scheme
+                    && matches!((scheme, p), ("http", "80") | ("https", "443")) =>
+            {
+                None
+            }
             (None, Some(p)) if self.authority.is_none() => Some(p.to_owned()),
             (None, _) => self
                 .authority
@@ -157,7 +163,7 @@ pub struct Rewrite {
 
 impl Rewrite {
     /// The rewritten path for `path`, where `prefix` is the part the match consumed
-    /// (Istio: the prefix or exact match value; `/` for regex or no uri match).
+    /// (see `StrMatch::rewritten_part`).
     pub fn path(&self, path: &str, prefix: &str) -> Option<String> {
         let new = self.uri.as_deref()?;
         let rest = if path.len() >= prefix.len() && path.is_char_boundary(prefix.len()) {
@@ -313,6 +319,10 @@ mod tests {
         };
         assert_eq!(
             r.location("http", "a.com:8080", "/p", None),
+            "https://a.com:8080/p"
+        );
+        assert_eq!(
+            r.location("http", "a.com:80", "/p", None),
             "https://a.com/p"
         );
         let r = Redirect {

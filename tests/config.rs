@@ -344,3 +344,75 @@ async fn default_config_answers_the_readme_walkthrough() {
         .await;
     assert_eq!(r.status, 404);
 }
+
+/// A port that is free right now (the binary needs a concrete port in its config).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn binary_serves_and_writes_json_access_log_to_stdout() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("gw.yaml"),
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  servers:\n  - port: {{number: {port}, name: http, protocol: HTTP}}\n    hosts: ['*']\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\nspec:\n  hosts: [log.test]\n  gateways: [gw]\n  http:\n  - name: hello\n    directResponse: {{status: 203, body: {{string: hi}}}}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = meshgate()
+        .arg("--config")
+        .arg(dir.path())
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+            "--access-log",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut stream = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => panic!("gateway did not start: {e}"),
+        }
+    };
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"GET /x?y=1 HTTP/1.1\r\nHost: log.test\r\nx-request-id: abc-123\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 203"), "{reply}");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["response_code"], 203, "{v}");
+    assert_eq!(v["path"], "/x");
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["authority"], "log.test");
+    assert_eq!(v["route_name"], "hello");
+    assert_eq!(v["request_id"], "abc-123");
+    assert_eq!(v["bytes_sent"], 2);
+    assert_eq!(v["response_flags"], "-");
+}

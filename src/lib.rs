@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod route;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 
 pub use app::{run, start, Running, StartError};

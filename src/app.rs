@@ -16,6 +16,7 @@ use crate::http::server::ServerSettings;
 use crate::listen;
 use crate::metrics::Metrics;
 use crate::shutdown::Drain;
+use crate::tls::server::CertsDir;
 use crate::upstream::Registry;
 
 /// Why meshgate could not start.
@@ -69,16 +70,19 @@ impl Running {
 
 /// Load the config, bind every listener and the admin port, and start serving.
 pub async fn start(boot: Bootstrap) -> Result<Running, StartError> {
+    crate::tls::install_default_provider();
     let metrics = Arc::new(Metrics::new()?);
     let registry = Arc::new(Registry::new(boot.pool));
     let store = Arc::new(ConfigStore::new());
     let drain = Drain::new();
 
     let raw = config::source::file::load(&boot.config_paths).map_err(StartError::Config)?;
+    let credentials = CertsDir(boot.certs_dir.clone());
     let opts = CompileOptions {
         selector: boot.selector.clone(),
         mesh_port: boot.mesh_port,
         registry: &registry,
+        credentials: &credentials,
     };
     let snap = config::compile(&raw, &opts).map_err(|f| {
         metrics
@@ -128,9 +132,17 @@ pub async fn start(boot: Bootstrap) -> Result<Running, StartError> {
         max_replay_body: boot.max_replay_body,
         access_log: boot.access_log != AccessLog::Off,
     });
-    let settings = ServerSettings {
-        header_read_timeout: boot.header_read_timeout,
-    };
+    let ctx = Arc::new(listen::Ctx {
+        proxy,
+        http: ServerSettings {
+            header_read_timeout: boot.header_read_timeout,
+        },
+        l4: listen::L4Settings {
+            connect_timeout: boot.pool.connect_timeout,
+            idle_timeout: boot.tcp_idle_timeout,
+        },
+        tls_handshake_timeout: boot.tls_handshake_timeout,
+    });
     let conns = Arc::new(Semaphore::new(boot.max_connections));
     let mut listeners = BTreeMap::new();
     let mut bound = Vec::new();
@@ -151,8 +163,7 @@ pub async fn start(boot: Bootstrap) -> Result<Running, StartError> {
     for b in bound {
         tokio::spawn(listen::accept_loop(
             b,
-            proxy.clone(),
-            settings,
+            ctx.clone(),
             conns.clone(),
             drain.clone(),
         ));

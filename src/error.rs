@@ -25,6 +25,8 @@ pub enum ErrorKind {
     BadRequest,
     /// No endpoint could be chosen (empty cluster, or DNS gave nothing).
     NoHealthyEndpoint,
+    /// The Host does not belong to the TLS server the SNI chose.
+    Misdirected,
     /// No route matched.
     NoRoute,
     /// The request body exceeded a limit.
@@ -86,7 +88,8 @@ impl ProxyError {
             ErrorKind::DownstreamClosed
             | ErrorKind::BadRequest
             | ErrorKind::RequestTooLarge
-            | ErrorKind::NoRoute => Side::Downstream,
+            | ErrorKind::NoRoute
+            | ErrorKind::Misdirected => Side::Downstream,
             ErrorKind::Internal => Side::Internal,
             _ => Side::Upstream,
         }
@@ -96,6 +99,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self.kind {
             ErrorKind::NoRoute => StatusCode::NOT_FOUND,
+            ErrorKind::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::PerTryTimeout | ErrorKind::RouteTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -114,6 +118,7 @@ impl ProxyError {
     pub fn body(&self) -> &'static str {
         match self.kind {
             ErrorKind::NoRoute => "",
+            ErrorKind::Misdirected => "misdirected request",
             ErrorKind::NoHealthyEndpoint => "no healthy upstream",
             ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout => {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
@@ -135,7 +140,7 @@ impl ProxyError {
     /// Envoy's response flag for this failure.
     pub fn flag(&self) -> &'static str {
         match self.kind {
-            ErrorKind::NoRoute => "NR",
+            ErrorKind::NoRoute | ErrorKind::Misdirected => "NR",
             ErrorKind::NoHealthyEndpoint => "UH",
             ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout => "UF",
             ErrorKind::RefusedStream => "UR",

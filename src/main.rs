@@ -25,7 +25,7 @@ struct Cli {
     #[arg(long, default_value = "0.0.0.0", value_name = "IP")]
     bind_address: IpAddr,
     /// Directory holding `credentialName` certificates.
-    #[arg(long, default_value = "certs", value_name = "DIR")]
+    #[arg(long, default_value = "certs", value_name = "DIR", global = true)]
     certs_dir: PathBuf,
     /// Serve only Gateways whose selector has this label (repeatable).
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label, global = true)]
@@ -92,11 +92,14 @@ fn validate(paths: &[PathBuf], cli: &Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    meshgate::tls::install_default_provider();
     let registry = meshgate::upstream::Registry::default();
+    let credentials = meshgate::tls::server::CertsDir(cli.certs_dir.clone());
     let opts = CompileOptions {
         selector: selector(cli),
         mesh_port: cli.mesh_port,
         registry: &registry,
+        credentials: &credentials,
     };
     match config::compile(&raw, &opts) {
         Ok(snap) => {

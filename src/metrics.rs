@@ -26,6 +26,18 @@ pub const REQUEST_LABELS: [&str; 13] = [
     "connection_security_policy",
 ];
 
+/// Labels of the `istio_tcp_*` metrics, in order.
+pub const TCP_LABELS: [&str; 8] = [
+    "reporter",
+    "source_workload",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_cluster",
+    "connection_security_policy",
+    "response_flags",
+];
+
 /// Every metric meshgate exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -46,6 +58,17 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     /// `meshgate_upstream_connect_errors_total{cluster}`.
     pub connect_errors: IntCounterVec,
+    /// `istio_tcp_connections_opened_total`.
+    pub tcp_opened: IntCounterVec,
+    /// `istio_tcp_connections_closed_total`.
+    pub tcp_closed: IntCounterVec,
+    /// `istio_tcp_sent_bytes_total` (towards the upstream).
+    pub tcp_sent: IntCounterVec,
+    /// `istio_tcp_received_bytes_total` (from the upstream).
+    pub tcp_received: IntCounterVec,
+    /// `meshgate_tls_rejected_total{listener, reason}`: connections dropped before or during
+    /// the handshake.
+    pub tls_rejected: IntCounterVec,
     /// `meshgate_config_generation`.
     pub config_generation: IntGauge,
     /// `meshgate_config_reloads_total{result}`.
@@ -110,6 +133,27 @@ impl Metrics {
             ),
             &["cluster"],
         )?;
+        let tcp = |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), &TCP_LABELS);
+        let tcp_opened = tcp(
+            "istio_tcp_connections_opened_total",
+            "TCP connections opened",
+        )?;
+        let tcp_closed = tcp(
+            "istio_tcp_connections_closed_total",
+            "TCP connections closed",
+        )?;
+        let tcp_sent = tcp("istio_tcp_sent_bytes_total", "Bytes sent to the upstream")?;
+        let tcp_received = tcp(
+            "istio_tcp_received_bytes_total",
+            "Bytes received from the upstream",
+        )?;
+        let tls_rejected = IntCounterVec::new(
+            Opts::new(
+                "meshgate_tls_rejected_total",
+                "TLS connections dropped before routing",
+            ),
+            &["listener", "reason"],
+        )?;
         let config_generation = IntGauge::new(
             "meshgate_config_generation",
             "Generation of the active config",
@@ -126,6 +170,11 @@ impl Metrics {
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(connect_errors.clone()))?;
+        registry.register(Box::new(tcp_opened.clone()))?;
+        registry.register(Box::new(tcp_closed.clone()))?;
+        registry.register(Box::new(tcp_sent.clone()))?;
+        registry.register(Box::new(tcp_received.clone()))?;
+        registry.register(Box::new(tls_rejected.clone()))?;
         registry.register(Box::new(config_generation.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         Ok(Self {
@@ -138,6 +187,11 @@ impl Metrics {
             connections,
             retries,
             connect_errors,
+            tcp_opened,
+            tcp_closed,
+            tcp_sent,
+            tcp_received,
+            tls_rejected,
             config_generation,
             config_reloads,
         })

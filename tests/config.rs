@@ -16,10 +16,12 @@ fn compile(
 ) -> Result<meshgate::config::Snapshot, Vec<ConfigError>> {
     let raw = config::source::file::load(paths)?;
     let registry = Registry::default();
+    let credentials = meshgate::tls::server::CertsDir("certs".into());
     let opts = CompileOptions {
         selector: Default::default(),
         mesh_port,
         registry: &registry,
+        credentials: &credentials,
     };
     config::compile(&raw, &opts).map_err(|f| f.errors)
 }

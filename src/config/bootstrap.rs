@@ -51,6 +51,10 @@ pub struct Bootstrap {
     pub pool: PoolSettings,
     /// How long in-flight work may run after shutdown starts (default 30 s).
     pub drain_timeout: Duration,
+    /// Time for a TLS client to send its ClientHello and finish the handshake (default 10 s).
+    pub tls_handshake_timeout: Duration,
+    /// Idle timeout of passthrough and TCP connections (default 1 h, Envoy's).
+    pub tcp_idle_timeout: Duration,
 }
 
 impl Default for Bootstrap {
@@ -69,6 +73,8 @@ impl Default for Bootstrap {
             max_connections: 10_000,
             pool: PoolSettings::default(),
             drain_timeout: Duration::from_secs(30),
+            tls_handshake_timeout: Duration::from_secs(10),
+            tcp_idle_timeout: Duration::from_secs(3600),
         }
     }
 }

@@ -21,5 +21,7 @@ pub use bootstrap::{AccessLog, Bootstrap};
 pub use compile::{compile, CompileFailure, CompileOptions};
 pub use error::{ConfigError, ConfigErrors};
 pub use raw::RawSet;
-pub use snapshot::{Listener, ListenerKind, Snapshot};
+pub use snapshot::{
+    L4Route, Listener, ListenerKind, PortProtocol, Snapshot, TlsMode, TlsPort, TlsServer,
+};
 pub use store::ConfigStore;

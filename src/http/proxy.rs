@@ -24,10 +24,10 @@ use super::headers;
 use super::log::{RequestBytes, RequestRecord};
 use super::respond;
 use crate::body::{ProxyBody, UpBody};
-use crate::config::{ConfigStore, Snapshot};
+use crate::config::{ConfigStore, Snapshot, TlsMode, TlsServer};
 use crate::error::{ErrorKind, ProxyError};
 use crate::metrics::Metrics;
-use crate::route::{Action, RequestView, Route, WeightedDestination};
+use crate::route::{host_of, pattern_matches, Action, RequestView, Route, WeightedDestination};
 use crate::upstream::{retry, Cluster, Protocol};
 
 /// Shared, per-process request handling state.
@@ -52,6 +52,8 @@ pub struct ConnInfo {
     pub port: u16,
     /// `http` or `https`.
     pub scheme: &'static str,
+    /// The SNI of a terminated TLS connection (picks the Gateway server and its routes).
+    pub sni: Option<Arc<str>>,
 }
 
 /// The request body as the retry loop sees it.
@@ -130,10 +132,41 @@ impl Proxy {
             headers: &parts.headers,
             port: conn.port,
         };
+        let host = host_of(&rec.authority);
+        let table = if conn.scheme == "https" {
+            // Routes come from the server the SNI chose; a Host outside its hosts (HTTP/2
+            // coalescing, a forged Host) must not reach another server's routes.
+            let server = snap
+                .tls
+                .get(&conn.port)
+                .and_then(|t| t.server_for(conn.sni.as_deref()));
+            match server {
+                Some(TlsServer {
+                    mode: TlsMode::Terminate { table, .. },
+                    hosts,
+                    ..
+                }) if hosts.iter().any(|h| pattern_matches(h, host)) => Some(table),
+                _ => return finish_error(rec, &ProxyError::new(ErrorKind::Misdirected)),
+            }
+        } else {
+            snap.table(conn.port)
+        };
+        let vhost = table.and_then(|t| t.hosts.lookup(host));
+        if vhost.is_some_and(|v| v.https_redirect) {
+            let loc = match parts.uri.query() {
+                Some(q) => format!("https://{host}{}?{q}", parts.uri.path()),
+                None => format!("https://{host}{}", parts.uri.path()),
+            };
+            return finish(
+                rec,
+                respond::redirect(http::StatusCode::MOVED_PERMANENTLY, &loc),
+                "-",
+            );
+        }
         let found = if parts.method == Method::CONNECT {
             None
         } else {
-            snap.table(conn.port).and_then(|t| t.lookup(&view).ok())
+            vhost.and_then(|v| v.find(&view))
         };
         let Some((route, block)) = found else {
             return finish_error(rec, &ProxyError::new(ErrorKind::NoRoute));

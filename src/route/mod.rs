@@ -100,6 +100,17 @@ pub struct VirtualHost {
     pub name: Arc<str>,
     /// Rules in order.
     pub routes: Vec<Route>,
+    /// Served by an HTTP server with `tls.httpsRedirect`: every request gets a 301 to https.
+    pub https_redirect: bool,
+}
+
+impl VirtualHost {
+    /// The first route matching `req`, with the index of the block that matched.
+    pub fn find(&self, req: &RequestView<'_>) -> Option<(&Route, usize)> {
+        self.routes
+            .iter()
+            .find_map(|r| r.matching_block(req).map(|b| (r, b)))
+    }
 }
 
 /// Why no route was found.
@@ -125,11 +136,7 @@ impl RouteTable {
             .hosts
             .lookup(host_of(req.authority))
             .ok_or(Miss::Host)?;
-        vhost
-            .routes
-            .iter()
-            .find_map(|r| r.matching_block(req).map(|b| (r, b)))
-            .ok_or(Miss::Rule)
+        vhost.find(req).ok_or(Miss::Rule)
     }
 }
 

@@ -52,7 +52,10 @@ impl PeekError {
 }
 
 /// Read from `io` until a complete ClientHello is buffered, or fail by `deadline`.
-pub async fn read_hello<I: AsyncRead + Unpin>(io: &mut I, deadline: Instant) -> Result<(Hello, Bytes), PeekError> {
+pub async fn read_hello<I: AsyncRead + Unpin>(
+    io: &mut I,
+    deadline: Instant,
+) -> Result<(Hello, Bytes), PeekError> {
     let mut buf = BytesMut::with_capacity(1024);
     let read = async {
         loop {
@@ -92,7 +95,11 @@ impl<I> Rewind<I> {
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if !self.prefix.is_empty() {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
@@ -104,7 +111,11 @@ impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
 }
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -151,9 +162,15 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(64);
         a.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
         let deadline = Instant::now() + std::time::Duration::from_secs(1);
-        assert!(matches!(read_hello(&mut b, deadline).await, Err(PeekError::NotTls)));
+        assert!(matches!(
+            read_hello(&mut b, deadline).await,
+            Err(PeekError::NotTls)
+        ));
         let (_a, mut b) = tokio::io::duplex(64);
         let deadline = Instant::now() + std::time::Duration::from_millis(50);
-        assert!(matches!(read_hello(&mut b, deadline).await, Err(PeekError::Timeout)));
+        assert!(matches!(
+            read_hello(&mut b, deadline).await,
+            Err(PeekError::Timeout)
+        ));
     }
 }

@@ -46,14 +46,18 @@ impl Credentials for CertsDir {
             return Err(format!("invalid credential name {name:?}"));
         }
         let dir = self.0.join(name);
-        let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+        let read =
+            |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
         let cert = read(&dir.join("tls.crt"))?;
         let key = read(&dir.join("tls.key"))?;
-        let ca = [dir.join("ca.crt"), self.0.join(format!("{name}-cacert")).join("ca.crt")]
-            .iter()
-            .find(|p| p.is_file())
-            .map(|p| read(p))
-            .transpose()?;
+        let ca = [
+            dir.join("ca.crt"),
+            self.0.join(format!("{name}-cacert")).join("ca.crt"),
+        ]
+        .iter()
+        .find(|p| p.is_file())
+        .map(|p| read(p))
+        .transpose()?;
         Ok(Pem {
             cert,
             key,
@@ -104,12 +108,24 @@ fn err(field: &'static str, message: impl Into<String>) -> TlsError {
 pub fn build(p: &Params<'_>) -> Result<Arc<ServerConfig>, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&p.pem.cert)
         .collect::<Result<_, _>>()
-        .map_err(|e| err("serverCertificate", format!("{}: invalid certificate PEM: {e}", p.pem.origin)))?;
+        .map_err(|e| {
+            err(
+                "serverCertificate",
+                format!("{}: invalid certificate PEM: {e}", p.pem.origin),
+            )
+        })?;
     if chain.is_empty() {
-        return Err(err("serverCertificate", format!("{}: no certificate found", p.pem.origin)));
+        return Err(err(
+            "serverCertificate",
+            format!("{}: no certificate found", p.pem.origin),
+        ));
     }
-    let key = PrivateKeyDer::from_pem_slice(&p.pem.key)
-        .map_err(|e| err("privateKey", format!("{}: invalid private key PEM: {e}", p.pem.origin)))?;
+    let key = PrivateKeyDer::from_pem_slice(&p.pem.key).map_err(|e| {
+        err(
+            "privateKey",
+            format!("{}: invalid private key PEM: {e}", p.pem.origin),
+        )
+    })?;
 
     let mut prov: CryptoProvider = (*provider()).clone();
     if !p.cipher_suites.is_empty() {
@@ -119,15 +135,21 @@ pub fn build(p: &Params<'_>) -> Result<Arc<ServerConfig>, TlsError> {
     let versions = versions(p.min_version, p.max_version)?;
     let builder = ServerConfig::builder_with_provider(prov.clone())
         .with_protocol_versions(&versions)
-        .map_err(|e| err("cipherSuites", format!("no usable cipher suite for these protocol versions: {e}")))?;
+        .map_err(|e| {
+            err(
+                "cipherSuites",
+                format!("no usable cipher suite for these protocol versions: {e}"),
+            )
+        })?;
     let builder = match p.client_auth {
         ClientAuth::None => builder.with_no_client_auth(),
         ClientAuth::Required | ClientAuth::Optional => {
-            let ca = p
-                .pem
-                .ca
-                .as_deref()
-                .ok_or_else(|| err("caCertificates", "MUTUAL and OPTIONAL_MUTUAL need caCertificates"))?;
+            let ca = p.pem.ca.as_deref().ok_or_else(|| {
+                err(
+                    "caCertificates",
+                    "MUTUAL and OPTIONAL_MUTUAL need caCertificates",
+                )
+            })?;
             let mut roots = RootCertStore::empty();
             for c in CertificateDer::pem_slice_iter(ca) {
                 let c = c.map_err(|e| err("caCertificates", format!("invalid CA PEM: {e}")))?;
@@ -141,15 +163,20 @@ pub fn build(p: &Params<'_>) -> Result<Arc<ServerConfig>, TlsError> {
             } else {
                 v
             };
-            builder.with_client_cert_verifier(
-                v.build()
-                    .map_err(|e| err("caCertificates", format!("cannot verify clients with these CAs: {e}")))?,
-            )
+            builder.with_client_cert_verifier(v.build().map_err(|e| {
+                err(
+                    "caCertificates",
+                    format!("cannot verify clients with these CAs: {e}"),
+                )
+            })?)
         }
     };
-    let mut cfg = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| err("privateKey", format!("{}: certificate and key rejected: {e}", p.pem.origin)))?;
+    let mut cfg = builder.with_single_cert(chain, key).map_err(|e| {
+        err(
+            "privateKey",
+            format!("{}: certificate and key rejected: {e}", p.pem.origin),
+        )
+    })?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -159,16 +186,36 @@ fn version(name: &str, field: &'static str) -> Result<u8, TlsError> {
         "TLS_AUTO" => Ok(0),
         "TLSV1_2" => Ok(2),
         "TLSV1_3" => Ok(3),
-        "TLSV1_0" | "TLSV1_1" => Err(err(field, format!("{name} is not supported: TLS 1.2 is the minimum"))),
-        other => Err(err(field, format!("unknown protocol version {other} (TLSV1_2 or TLSV1_3)"))),
+        "TLSV1_0" | "TLSV1_1" => Err(err(
+            field,
+            format!("{name} is not supported: TLS 1.2 is the minimum"),
+        )),
+        other => Err(err(
+            field,
+            format!("unknown protocol version {other} (TLSV1_2 or TLSV1_3)"),
+        )),
     }
 }
 
-fn versions(min: Option<&str>, max: Option<&str>) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, TlsError> {
-    let lo = min.map(|m| version(m, "minProtocolVersion")).transpose()?.filter(|v| *v != 0).unwrap_or(2);
-    let hi = max.map(|m| version(m, "maxProtocolVersion")).transpose()?.filter(|v| *v != 0).unwrap_or(3);
+fn versions(
+    min: Option<&str>,
+    max: Option<&str>,
+) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, TlsError> {
+    let lo = min
+        .map(|m| version(m, "minProtocolVersion"))
+        .transpose()?
+        .filter(|v| *v != 0)
+        .unwrap_or(2);
+    let hi = max
+        .map(|m| version(m, "maxProtocolVersion"))
+        .transpose()?
+        .filter(|v| *v != 0)
+        .unwrap_or(3);
     if lo > hi {
-        return Err(err("minProtocolVersion", "minProtocolVersion is above maxProtocolVersion"));
+        return Err(err(
+            "minProtocolVersion",
+            "minProtocolVersion is above maxProtocolVersion",
+        ));
     }
     let mut out = Vec::new();
     if hi >= 3 {
@@ -182,7 +229,10 @@ fn versions(min: Option<&str>, max: Option<&str>) -> Result<Vec<&'static rustls:
 
 /// Map Istio / OpenSSL cipher names (and IANA names) to rustls TLS 1.2 suites. TLS 1.3
 /// suites are always kept, as in Envoy, where they are not configurable.
-fn cipher_suites(all: &[SupportedCipherSuite], names: &[String]) -> Result<Vec<SupportedCipherSuite>, TlsError> {
+fn cipher_suites(
+    all: &[SupportedCipherSuite],
+    names: &[String],
+) -> Result<Vec<SupportedCipherSuite>, TlsError> {
     let mut chosen: Vec<SupportedCipherSuite> = all
         .iter()
         .filter(|s| s.version() == &rustls::version::TLS13)
@@ -200,9 +250,9 @@ fn cipher_suites(all: &[SupportedCipherSuite], names: &[String]) -> Result<Vec<S
                 "ECDHE-RSA-CHACHA20-POLY1305" => "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
                 other => other,
             };
-            let found = all
-                .iter()
-                .find(|s| s.version() == &rustls::version::TLS12 && format!("{:?}", s.suite()) == iana);
+            let found = all.iter().find(|s| {
+                s.version() == &rustls::version::TLS12 && format!("{:?}", s.suite()) == iana
+            });
             match found {
                 Some(s) if !chosen.iter().any(|c| c.suite() == s.suite()) => chosen.push(*s),
                 Some(_) => {}
@@ -258,11 +308,24 @@ mod tests {
         assert_eq!(versions(Some("TLSV1_3"), None).unwrap().len(), 1);
         assert_eq!(versions(None, Some("TLSV1_2")).unwrap().len(), 1);
         assert_eq!(versions(None, None).unwrap().len(), 2);
-        assert_eq!(versions(Some("TLSV1_0"), None).unwrap_err().field, "minProtocolVersion");
+        assert_eq!(
+            versions(Some("TLSV1_0"), None).unwrap_err().field,
+            "minProtocolVersion"
+        );
         assert!(versions(Some("TLSV1_3"), Some("TLSV1_2")).is_err());
         let all = provider().cipher_suites.clone();
-        let picked = cipher_suites(&all, &["[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-RSA-AES128-GCM-SHA256]".into()]).unwrap();
-        assert_eq!(picked.iter().filter(|s| s.version() == &rustls::version::TLS12).count(), 2);
+        let picked = cipher_suites(
+            &all,
+            &["[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-RSA-AES128-GCM-SHA256]".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            picked
+                .iter()
+                .filter(|s| s.version() == &rustls::version::TLS12)
+                .count(),
+            2
+        );
         let e = cipher_suites(&all, &["AES128-SHA".into()]).unwrap_err();
         assert!(e.message.contains("unsupported cipher suite AES128-SHA"));
     }
@@ -278,7 +341,11 @@ mod tests {
             ..params(&mixed, &[])
         };
         let no_ca = Pem { ca: None, ..pem() };
-        let e = build(&Params { pem: &no_ca, ..mutual }).unwrap_err();
+        let e = build(&Params {
+            pem: &no_ca,
+            ..mutual
+        })
+        .unwrap_err();
         assert_eq!(e.field, "caCertificates");
     }
 }

@@ -7,8 +7,8 @@
 //! Depends on: tls-parser.
 
 use tls_parser::{
-    parse_tls_client_hello_extensions, parse_tls_message_handshake, SNIType, TlsExtension, TlsMessage,
-    TlsMessageHandshake,
+    parse_tls_client_hello_extensions, parse_tls_message_handshake, SNIType, TlsExtension,
+    TlsMessage, TlsMessageHandshake,
 };
 
 /// Largest ClientHello (all records, headers included) we buffer.
@@ -65,12 +65,13 @@ pub fn parse(buf: &[u8]) -> ClientHello {
         };
         at += 5 + len;
         // One record holding the whole message is the common case: parse in place.
-        let msg: &[u8] = if handshake.is_empty() && message_len(payload).is_some_and(|m| m <= payload.len()) {
-            payload
-        } else {
-            handshake.extend_from_slice(payload);
-            &handshake
-        };
+        let msg: &[u8] =
+            if handshake.is_empty() && message_len(payload).is_some_and(|m| m <= payload.len()) {
+                payload
+            } else {
+                handshake.extend_from_slice(payload);
+                &handshake
+            };
         if msg.len() >= 4 {
             if msg[0] != CLIENT_HELLO {
                 return ClientHello::Invalid;
@@ -103,7 +104,9 @@ fn message_len(msg: &[u8]) -> Option<usize> {
 }
 
 fn hello(msg: &[u8]) -> ClientHello {
-    let Ok((_, TlsMessage::Handshake(TlsMessageHandshake::ClientHello(ch)))) = parse_tls_message_handshake(msg) else {
+    let Ok((_, TlsMessage::Handshake(TlsMessageHandshake::ClientHello(ch)))) =
+        parse_tls_message_handshake(msg)
+    else {
         return ClientHello::Invalid;
     };
     let mut out = Hello::default();
@@ -155,7 +158,9 @@ mod tests {
     #[test]
     fn parses_sni_and_alpn() {
         let bytes = client_hello("API.Example.com", &[b"h2", b"http/1.1"]);
-        let ClientHello::Hello(h) = parse(&bytes) else { panic!("no hello") };
+        let ClientHello::Hello(h) = parse(&bytes) else {
+            panic!("no hello")
+        };
         assert_eq!(h.sni.as_deref(), Some("api.example.com"));
         assert_eq!(h.alpn, [b"h2".to_vec(), b"http/1.1".to_vec()]);
     }
@@ -180,7 +185,9 @@ mod tests {
             split.extend_from_slice(&(part.len() as u16).to_be_bytes());
             split.extend_from_slice(part);
         }
-        let ClientHello::Hello(h) = parse(&split) else { panic!("no hello") };
+        let ClientHello::Hello(h) = parse(&split) else {
+            panic!("no hello")
+        };
         assert_eq!(h.sni.as_deref(), Some("split.example.com"));
         for n in 0..split.len() {
             assert_eq!(parse(&split[..n]), ClientHello::NeedMore, "prefix {n}");
@@ -192,8 +199,16 @@ mod tests {
         assert_eq!(parse(b"GET / HTTP/1.1\r\n"), ClientHello::NotTls);
         assert_eq!(parse(&[0x16, 9]), ClientHello::NotTls);
         assert_eq!(parse(&[0x16, 3, 1, 0, 0]), ClientHello::Invalid);
-        assert_eq!(parse(&[0x16, 3, 1, 0, 4, 2, 0, 0, 0]), ClientHello::Invalid, "server hello");
-        assert_eq!(parse(&[0x16, 3, 1, 0xff, 0xff]), ClientHello::Invalid, "record too large");
+        assert_eq!(
+            parse(&[0x16, 3, 1, 0, 4, 2, 0, 0, 0]),
+            ClientHello::Invalid,
+            "server hello"
+        );
+        assert_eq!(
+            parse(&[0x16, 3, 1, 0xff, 0xff]),
+            ClientHello::Invalid,
+            "record too large"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::config::snapshot::{ListenerKind, Snapshot};
+use crate::config::snapshot::{L4Route, ListenerKind, Snapshot, TlsMode};
 use crate::route::{Action, HeaderMatch, MatchBlock, Route, StrMatch};
 
 pub(super) fn render(s: &Snapshot) -> Value {
@@ -22,12 +22,43 @@ pub(super) fn render(s: &Snapshot) -> Value {
                         .collect()
                 })
                 .unwrap_or_default();
-            json!({
+            let mut o = json!({
                 "port": l.port,
                 "kind": match l.kind { ListenerKind::Gateway => "gateway", ListenerKind::Mesh => "mesh" },
+                "protocol": format!("{:?}", l.protocol),
                 "servers": l.servers,
                 "hosts": hosts,
-            })
+            });
+            if let Some(tp) = s.tls.get(&l.port) {
+                o["tlsServers"] = tp
+                    .servers
+                    .iter()
+                    .map(|srv| {
+                        let (mode, hosts) = match &srv.mode {
+                            TlsMode::Passthrough => ("passthrough", serde_json::Map::new()),
+                            TlsMode::Terminate { table, .. } => (
+                                "terminate",
+                                table
+                                    .hosts
+                                    .iter()
+                                    .map(|(p, vh)| (p, Value::Array(vh.routes.iter().map(|r| route(s, r)).collect())))
+                                    .collect(),
+                            ),
+                        };
+                        json!({ "server": srv.id, "hosts": srv.hosts, "mode": mode, "routes": hosts })
+                    })
+                    .collect();
+                o["passthrough"] = tp
+                    .passthrough
+                    .iter()
+                    .map(|(sni, routes)| (sni, Value::Array(routes.iter().map(|r| l4(s, r)).collect())))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into();
+            }
+            if let Some(routes) = s.tcp.get(&l.port) {
+                o["tcp"] = routes.iter().map(|r| l4(s, r)).collect();
+            }
+            o
         })
         .collect();
     let clusters: Vec<Value> = s
@@ -89,6 +120,16 @@ fn route(s: &Snapshot, r: &Route) -> Value {
             "perTryTimeout": r.retry.per_try_timeout.map(|t| format!("{}ms", t.as_millis())),
             "explicit": r.retry.explicit,
         },
+    })
+}
+
+fn l4(s: &Snapshot, r: &L4Route) -> Value {
+    json!({
+        "name": &*r.name,
+        "route": r.forward.destinations.iter().map(|d| json!({
+            "cluster": s.clusters.get(d.cluster).map(|c| c.name.to_string()),
+            "weight": d.weight,
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -9,21 +9,30 @@
 //! Depends on: `config::{raw, istio, error, snapshot}`, `route`, `upstream`.
 
 mod dump;
+mod l4;
 mod routes;
 mod services;
+mod tls;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::config::error::ConfigError;
 use crate::config::raw::RawSet;
-use crate::config::snapshot::{Listener, ListenerKind, Snapshot};
+use crate::config::snapshot::{
+    L4Route, Listener, ListenerKind, PortProtocol, Snapshot, TlsMode, TlsPort, TlsServer,
+};
 use crate::route::{intersect, RouteTable, VirtualHost};
+use crate::tls::server::Credentials;
 use crate::upstream::Registry;
 use routes::{CompiledRule, RuleCompiler};
 
 /// Server protocols served as plain HTTP listeners.
 const HTTP_PROTOCOLS: [&str; 4] = ["HTTP", "HTTP2", "GRPC", "GRPC-WEB"];
+/// Server protocols served as TLS listeners (terminated or passed through by SNI).
+const TLS_PROTOCOLS: [&str; 2] = ["HTTPS", "TLS"];
+/// Server protocols served as opaque TCP.
+const TCP_PROTOCOLS: [&str; 4] = ["TCP", "MONGO", "MYSQL", "REDIS"];
 /// The reserved gateway name for sidecar (mesh) routing.
 const MESH: &str = "mesh";
 
@@ -36,6 +45,8 @@ pub struct CompileOptions<'a> {
     pub mesh_port: Option<u16>,
     /// Upstream pools, shared across compiles.
     pub registry: &'a Registry,
+    /// Where `credentialName` certificates come from.
+    pub credentials: &'a dyn Credentials,
 }
 
 /// A compile that found errors: nothing from it may be served.
@@ -64,8 +75,43 @@ struct ServerHost {
 
 struct ServerRef {
     gateway: String,
+    /// Index of the Gateway in `raw.gateways` and of the server in it.
+    gw_index: usize,
+    server_index: usize,
     id: String,
+    protocol: String,
     hosts: Vec<ServerHost>,
+    https_redirect: bool,
+}
+
+impl ServerRef {
+    fn admits(&self, vs_namespace: &str) -> impl Iterator<Item = &ServerHost> + '_ {
+        let ns = vs_namespace.to_owned();
+        self.hosts
+            .iter()
+            .filter(move |sh| sh.namespace.as_ref().is_none_or(|n| *n == ns))
+    }
+}
+
+/// A VirtualService after rule compilation.
+struct CompiledVs {
+    index: usize,
+    rules: Vec<CompiledRule>,
+    tls: Vec<l4::L4Rule>,
+    tcp: Vec<l4::L4Rule>,
+    gateways: Vec<String>,
+}
+
+fn class_of(protocol: &str) -> Option<PortProtocol> {
+    if HTTP_PROTOCOLS.contains(&protocol) {
+        Some(PortProtocol::Http)
+    } else if TLS_PROTOCOLS.contains(&protocol) {
+        Some(PortProtocol::Tls)
+    } else if TCP_PROTOCOLS.contains(&protocol) {
+        Some(PortProtocol::Tcp)
+    } else {
+        None
+    }
 }
 
 /// Compile `raw` into a snapshot, or every error found.
@@ -76,8 +122,8 @@ pub fn compile(raw: &RawSet, opts: &CompileOptions<'_>) -> Result<Snapshot, Comp
 
     // Gateways: which exist, which we serve, their servers per port.
     let mut known_gateways = HashSet::new();
-    let mut ports: BTreeMap<u16, (String, Vec<ServerRef>)> = BTreeMap::new();
-    for gw in &raw.gateways {
+    let mut ports: BTreeMap<u16, (PortProtocol, Vec<ServerRef>)> = BTreeMap::new();
+    for (gi, gw) in raw.gateways.iter().enumerate() {
         known_gateways.insert(gw.key());
         let selected = opts
             .selector
@@ -123,20 +169,19 @@ pub fn compile(raw: &RawSet, opts: &CompileOptions<'_>) -> Result<Snapshot, Comp
                     host: name.to_ascii_lowercase(),
                 });
             }
-            if !HTTP_PROTOCOLS.contains(&protocol.as_str()) {
+            let Some(class) = class_of(&protocol) else {
                 warnings.push(gw.error(
                     format!("{f}.port.protocol"),
-                    format!("{protocol} servers are not served yet (TLS termination and passthrough come next): port {number} is not opened"),
+                    format!("{protocol} servers are not supported: port {number} is not opened"),
                 ));
                 continue;
-            }
-            if let Some(tls) = &s.tls {
-                if tls.https_redirect {
-                    warnings.push(gw.error(
-                        format!("{f}.tls.httpsRedirect"),
-                        "not supported yet: ignored",
-                    ));
-                }
+            };
+            let https_redirect = s.tls.as_ref().is_some_and(|t| t.https_redirect);
+            if https_redirect && class != PortProtocol::Http {
+                warnings.push(gw.error(
+                    format!("{f}.tls.httpsRedirect"),
+                    "applies to HTTP servers only: ignored",
+                ));
             }
             if s.bind.is_some() {
                 warnings.push(gw.error(
@@ -144,13 +189,22 @@ pub fn compile(raw: &RawSet, opts: &CompileOptions<'_>) -> Result<Snapshot, Comp
                     "not supported: every port binds on --bind-address",
                 ));
             }
-            let entry = ports
-                .entry(number)
-                .or_insert_with(|| (protocol.clone(), Vec::new()));
+            let entry = ports.entry(number).or_insert_with(|| (class, Vec::new()));
+            if entry.0 != class {
+                errors.push(gw.error(
+                    format!("{f}.port.protocol"),
+                    format!("port {number} is already used by a server of another protocol family"),
+                ));
+                continue;
+            }
             entry.1.push(ServerRef {
                 gateway: gw.key(),
+                gw_index: gi,
+                server_index: i,
                 id: format!("{} servers[{i}]", gw.id()),
+                protocol,
                 hosts,
+                https_redirect: https_redirect && class == PortProtocol::Http,
             });
         }
     }
@@ -165,7 +219,7 @@ pub fn compile(raw: &RawSet, opts: &CompileOptions<'_>) -> Result<Snapshot, Comp
     );
 
     // VirtualServices: compile rules once, then bind.
-    let mut compiled: Vec<(usize, Vec<CompiledRule>, Vec<String>)> = Vec::new();
+    let mut compiled: Vec<CompiledVs> = Vec::new();
     for (vi, vs) in raw.virtual_services.iter().enumerate() {
         if vs.spec.hosts.is_empty() {
             errors.push(vs.error("hosts", "at least one host is required"));
@@ -174,12 +228,6 @@ pub fn compile(raw: &RawSet, opts: &CompileOptions<'_>) -> Result<Snapshot, Comp
             if !valid_host_pattern(host) {
                 errors.push(vs.error(format!("hosts[{h}]"), format!("invalid host {host:?}")));
             }
-        }
-        if !vs.spec.tls.is_empty() {
-            warnings.push(vs.error("tls", "TLS routes are not supported yet: ignored"));
-        }
-        if !vs.spec.tcp.is_empty() {
-            warnings.push(vs.error("tcp", "TCP routes are not supported yet: ignored"));
         }
         let mut gws = Vec::new();
         for (g, r) in vs.spec.gateways.iter().enumerate() {
@@ -209,45 +257,49 @@ pub fn compile(raw: &RawSet, opts: &CompileOptions<'_>) -> Result<Snapshot, Comp
             .enumerate()
             .filter_map(|(i, r)| rc.rule(i, r))
             .collect();
-        compiled.push((vi, rules, gws));
+        let tls = l4::rules(vs, true, &mut services, &mut errors, &mut warnings);
+        let tcp = l4::rules(vs, false, &mut services, &mut errors, &mut warnings);
+        compiled.push(CompiledVs {
+            index: vi,
+            rules,
+            tls,
+            tcp,
+            gateways: gws,
+        });
     }
 
     let mut listeners = Vec::new();
     let mut tables = HashMap::new();
-    for (port, (protocol, servers)) in &ports {
-        let mut table = RouteTable::default();
-        let mut seen = HashSet::new();
-        for (vi, rules, gws) in &compiled {
-            let vs = &raw.virtual_services[*vi];
-            for server in servers.iter().filter(|s| gws.contains(&s.gateway)) {
-                for vs_host in &vs.spec.hosts {
-                    for sh in &server.hosts {
-                        if sh.namespace.as_ref().is_some_and(|ns| *ns != vs.namespace) {
-                            continue;
-                        }
-                        let Some(pattern) = intersect(vs_host, &sh.host) else {
-                            continue;
-                        };
-                        if !seen.insert((pattern.clone(), *vi, server.gateway.clone())) {
-                            continue;
-                        }
-                        let vh = table.hosts.entry_or_insert_with(&pattern, || VirtualHost {
-                            name: pattern.as_str().into(),
-                            routes: Vec::new(),
-                        });
-                        vh.routes
-                            .extend(rules.iter().filter_map(|r| r.for_gateway(&server.gateway)));
-                    }
-                }
+    let mut tls_ports = HashMap::new();
+    let mut tcp_ports = HashMap::new();
+    for (port, (class, servers)) in &ports {
+        match class {
+            PortProtocol::Http => {
+                let refs: Vec<&ServerRef> = servers.iter().collect();
+                tables.insert(*port, http_table(raw, &compiled, &refs));
+            }
+            PortProtocol::Tls => {
+                let tp = tls_port(
+                    raw,
+                    opts,
+                    &compiled,
+                    *port,
+                    servers,
+                    &mut errors,
+                    &mut warnings,
+                );
+                tls_ports.insert(*port, tp);
+            }
+            PortProtocol::Tcp => {
+                tcp_ports.insert(*port, tcp_routes(raw, &compiled, *port, servers));
             }
         }
-        let _ = protocol;
         listeners.push(Listener {
             port: *port,
             kind: ListenerKind::Gateway,
+            protocol: *class,
             servers: servers.iter().map(|s| s.id.clone()).collect(),
         });
-        tables.insert(*port, table);
     }
 
     if let Some(mesh_port) = opts.mesh_port {
@@ -260,34 +312,13 @@ pub fn compile(raw: &RawSet, opts: &CompileOptions<'_>) -> Result<Snapshot, Comp
                 message: format!("--mesh-port {mesh_port} is also a Gateway server port"),
             });
         }
-        let mut table = RouteTable::default();
-        for (vi, rules, gws) in &compiled {
-            if !gws.iter().any(|g| g == MESH) {
-                continue;
-            }
-            let vs = &raw.virtual_services[*vi];
-            let mut names = BTreeSet::new();
-            for h in &vs.spec.hosts {
-                names.insert(h.to_ascii_lowercase());
-                if let Some(full) = services::expand_short(h, &vs.namespace) {
-                    names.insert(full);
-                }
-            }
-            for name in names {
-                let vh = table.hosts.entry_or_insert_with(&name, || VirtualHost {
-                    name: name.as_str().into(),
-                    routes: Vec::new(),
-                });
-                vh.routes
-                    .extend(rules.iter().filter_map(|r| r.for_gateway(MESH)));
-            }
-        }
+        tables.insert(mesh_port, mesh_table(raw, &compiled));
         listeners.push(Listener {
             port: mesh_port,
             kind: ListenerKind::Mesh,
+            protocol: PortProtocol::Http,
             servers: Vec::new(),
         });
-        tables.insert(mesh_port, table);
     }
 
     if !errors.is_empty() {
@@ -298,6 +329,8 @@ pub fn compile(raw: &RawSet, opts: &CompileOptions<'_>) -> Result<Snapshot, Comp
         generation: 0,
         listeners,
         tables,
+        tls: tls_ports,
+        tcp: tcp_ports,
         clusters,
         warnings,
         files: raw.files.clone(),
@@ -305,6 +338,200 @@ pub fn compile(raw: &RawSet, opts: &CompileOptions<'_>) -> Result<Snapshot, Comp
     };
     snap.dump = dump::render(&snap);
     Ok(snap)
+}
+
+/// The HTTP routes of `servers`: every VirtualService bound to a server's Gateway, under
+/// the intersection of its hosts with the server's, merged per host in source order.
+fn http_table(raw: &RawSet, compiled: &[CompiledVs], servers: &[&ServerRef]) -> RouteTable {
+    let mut table = RouteTable::default();
+    let mut seen = HashSet::new();
+    for cvs in compiled {
+        let vs = &raw.virtual_services[cvs.index];
+        for server in servers.iter().filter(|s| cvs.gateways.contains(&s.gateway)) {
+            for vs_host in &vs.spec.hosts {
+                for sh in server.admits(&vs.namespace) {
+                    let Some(pattern) = intersect(vs_host, &sh.host) else {
+                        continue;
+                    };
+                    if !seen.insert((pattern.clone(), cvs.index, server.gateway.clone())) {
+                        continue;
+                    }
+                    let vh = table.hosts.entry_or_insert_with(&pattern, || VirtualHost {
+                        name: pattern.as_str().into(),
+                        ..VirtualHost::default()
+                    });
+                    vh.https_redirect |= server.https_redirect;
+                    vh.routes.extend(
+                        cvs.rules
+                            .iter()
+                            .filter_map(|r| r.for_gateway(&server.gateway)),
+                    );
+                }
+            }
+        }
+    }
+    // httpsRedirect applies to every host the server exposes, with or without routes.
+    for server in servers.iter().filter(|s| s.https_redirect) {
+        for sh in &server.hosts {
+            let vh = table.hosts.entry_or_insert_with(&sh.host, || VirtualHost {
+                name: sh.host.as_str().into(),
+                ..VirtualHost::default()
+            });
+            vh.https_redirect = true;
+        }
+    }
+    table
+}
+
+fn tls_port(
+    raw: &RawSet,
+    opts: &CompileOptions<'_>,
+    compiled: &[CompiledVs],
+    port: u16,
+    servers: &[ServerRef],
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) -> TlsPort {
+    let mut tp = TlsPort::default();
+    for server in servers {
+        let gw = &raw.gateways[server.gw_index];
+        let spec = &gw.spec.servers[server.server_index];
+        let Some(kind) = tls::compile(
+            gw,
+            server.server_index,
+            &server.protocol,
+            spec.tls.as_ref(),
+            opts.credentials,
+            errors,
+            warnings,
+        ) else {
+            continue;
+        };
+        let mode = match kind {
+            tls::ServerTls::Unsupported => continue,
+            tls::ServerTls::Passthrough => {
+                for cvs in compiled
+                    .iter()
+                    .filter(|c| c.gateways.contains(&server.gateway))
+                {
+                    let vs = &raw.virtual_services[cvs.index];
+                    for rule in &cvs.tls {
+                        for m in &rule.matches {
+                            let gw_ok = m.gateways.is_empty()
+                                || m.gateways
+                                    .iter()
+                                    .any(|g| gateway_key(g, &vs.namespace) == server.gateway);
+                            if !gw_ok || m.port.is_some_and(|p| p != u32::from(port)) {
+                                continue;
+                            }
+                            for sni in &m.sni_hosts {
+                                for sh in server.admits(&vs.namespace) {
+                                    if let Some(pattern) = intersect(sni, &sh.host) {
+                                        tp.passthrough
+                                            .entry_or_insert_with(&pattern, Vec::new)
+                                            .push(rule.route.clone());
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                TlsMode::Passthrough
+            }
+            tls::ServerTls::Terminate {
+                config,
+                client_sans,
+            } => TlsMode::Terminate {
+                config,
+                table: http_table(raw, compiled, &[server]),
+                client_sans,
+            },
+        };
+        let index = tp.servers.len();
+        for sh in &server.hosts {
+            let slot = tp.by_sni.entry_or_insert_with(&sh.host, || index);
+            if *slot != index {
+                warnings.push(gw.error(
+                    format!("servers[{}].hosts", server.server_index),
+                    format!("host {} on port {port} is already served by an earlier server: ignored here", sh.host),
+                ));
+            }
+        }
+        tp.servers.push(TlsServer {
+            id: server.id.clone(),
+            hosts: server.hosts.iter().map(|h| h.host.clone()).collect(),
+            mode,
+        });
+    }
+    tp
+}
+
+/// TCP routes for `port`: rules of VirtualServices bound to the port's Gateways whose match
+/// is empty or names this port, in source order.
+fn tcp_routes(
+    raw: &RawSet,
+    compiled: &[CompiledVs],
+    port: u16,
+    servers: &[ServerRef],
+) -> Vec<L4Route> {
+    let mut out = Vec::new();
+    for cvs in compiled {
+        let vs = &raw.virtual_services[cvs.index];
+        let bound = servers.iter().any(|s| {
+            cvs.gateways.contains(&s.gateway)
+                && s.admits(&vs.namespace).any(|sh| {
+                    vs.spec
+                        .hosts
+                        .iter()
+                        .any(|h| intersect(h, &sh.host).is_some())
+                })
+        });
+        if !bound {
+            continue;
+        }
+        for rule in &cvs.tcp {
+            let applies = rule.matches.is_empty()
+                || rule.matches.iter().any(|m| {
+                    m.port.is_none_or(|p| p == u32::from(port))
+                        && (m.gateways.is_empty()
+                            || m.gateways.iter().any(|g| {
+                                servers
+                                    .iter()
+                                    .any(|s| s.gateway == gateway_key(g, &vs.namespace))
+                            }))
+                });
+            if applies {
+                out.push(rule.route.clone());
+            }
+        }
+    }
+    out
+}
+
+fn mesh_table(raw: &RawSet, compiled: &[CompiledVs]) -> RouteTable {
+    let mut table = RouteTable::default();
+    for cvs in compiled {
+        if !cvs.gateways.iter().any(|g| g == MESH) {
+            continue;
+        }
+        let vs = &raw.virtual_services[cvs.index];
+        let mut names = BTreeSet::new();
+        for h in &vs.spec.hosts {
+            names.insert(h.to_ascii_lowercase());
+            if let Some(full) = services::expand_short(h, &vs.namespace) {
+                names.insert(full);
+            }
+        }
+        for name in names {
+            let vh = table.hosts.entry_or_insert_with(&name, || VirtualHost {
+                name: name.as_str().into(),
+                ..VirtualHost::default()
+            });
+            vh.routes
+                .extend(cvs.rules.iter().filter_map(|r| r.for_gateway(MESH)));
+        }
+    }
+    table
 }
 
 /// `name`, `*.suffix` or `*`; no other wildcard, no empty labels.

@@ -17,11 +17,11 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 pub(crate) use destination_rule::DestinationRule;
-pub(crate) use gateway::Gateway;
+pub(crate) use gateway::{Gateway, ServerTlsSettings};
 pub(crate) use service_entry::{ServiceEntry, ServicePort, WorkloadEntry};
 pub(crate) use virtual_service::{
     Destination, HeaderOperations, Headers, HttpDirectResponse, HttpMatchRequest, HttpRedirect,
-    HttpRetry, HttpRoute, StringMatch, VirtualService,
+    HttpRetry, HttpRoute, L4Match, RouteDestination, StringMatch, VirtualService,
 };
 
 /// The `metadata` block every resource carries; only the fields meshgate uses.

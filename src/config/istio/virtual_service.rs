@@ -15,8 +15,8 @@ pub(crate) struct VirtualService {
     pub(crate) hosts: Vec<String>,
     pub(crate) gateways: Vec<String>,
     pub(crate) http: Vec<HttpRoute>,
-    pub(crate) tls: Vec<serde_yaml_ng::Value>,
-    pub(crate) tcp: Vec<serde_yaml_ng::Value>,
+    pub(crate) tls: Vec<TlsRoute>,
+    pub(crate) tcp: Vec<TcpRoute>,
     pub(crate) export_to: Vec<String>,
 }
 
@@ -41,6 +41,44 @@ pub(crate) struct HttpRoute {
     pub(crate) mirror_percentage: Option<serde_yaml_ng::Value>,
     pub(crate) mirror_percent: Option<serde_yaml_ng::Value>,
     pub(crate) cors_policy: Option<serde_yaml_ng::Value>,
+}
+
+/// `TLSRoute`: SNI-routed, not terminated.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct TlsRoute {
+    #[serde(rename = "match")]
+    pub(crate) matches: Vec<L4Match>,
+    pub(crate) route: Vec<RouteDestination>,
+}
+
+/// `TCPRoute`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct TcpRoute {
+    #[serde(rename = "match")]
+    pub(crate) matches: Vec<L4Match>,
+    pub(crate) route: Vec<RouteDestination>,
+}
+
+/// `TLSMatchAttributes` / `L4MatchAttributes` (`sniHosts` only for TLS).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct L4Match {
+    pub(crate) sni_hosts: Vec<String>,
+    pub(crate) port: Option<u32>,
+    pub(crate) destination_subnets: Vec<String>,
+    pub(crate) gateways: Vec<String>,
+    pub(crate) source_labels: Option<serde_yaml_ng::Value>,
+    pub(crate) source_namespace: Option<String>,
+}
+
+/// `RouteDestination` (L4).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct RouteDestination {
+    pub(crate) destination: Option<Destination>,
+    pub(crate) weight: Option<i64>,
 }
 
 /// `HTTPMatchRequest`: fields inside one block are AND'ed, blocks are OR'ed.

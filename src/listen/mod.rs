@@ -1,0 +1,137 @@
+//! Listeners: bind each port of the snapshot, accept under a global connection cap, and run
+//! one task per connection (tracked, so shutdown can wait for them). Each connection is
+//! classified by its port's protocol in the current snapshot: plain HTTP, TLS (terminate or
+//! pass through, by SNI: `tls`) or TCP (`tcp`). Accept loops stop when the drain token fires.
+//!
+//! Depends on: tokio, `http::{server, proxy}`, `config::Snapshot`, `metrics`, `shutdown`.
+
+mod tcp;
+mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub use tcp::L4Settings;
+
+use crate::config::PortProtocol;
+use crate::http::proxy::{ConnInfo, Proxy};
+use crate::http::server::{self, ServerSettings};
+use crate::shutdown::Drain;
+
+/// What every connection task needs.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The HTTP pipeline (and through it the store and metrics).
+    pub proxy: Arc<Proxy>,
+    /// HTTP connection settings.
+    pub http: ServerSettings,
+    /// L4 forwarding settings.
+    pub l4: L4Settings,
+    /// One deadline for ClientHello and handshake.
+    pub tls_handshake_timeout: Duration,
+}
+
+/// A bound listener for Gateway/mesh port `port`.
+#[derive(Debug)]
+pub struct Bound {
+    /// The configured port (what routes match on).
+    pub port: u16,
+    /// The socket actually bound.
+    pub listener: TcpListener,
+}
+
+/// Bind `addr` for configured port `port`.
+pub async fn bind(port: u16, addr: SocketAddr) -> std::io::Result<Bound> {
+    let listener = TcpListener::bind(addr).await?;
+    Ok(Bound { port, listener })
+}
+
+/// Accept connections on `bound` until `drain` fires.
+pub async fn accept_loop(bound: Bound, ctx: Arc<Ctx>, conns: Arc<Semaphore>, drain: Drain) {
+    let Bound { port, listener } = bound;
+    let label = port.to_string();
+    let local = listener.local_addr().ok();
+    loop {
+        let permit = tokio::select! {
+            p = conns.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            () = drain.token.cancelled() => return,
+        };
+        let (stream, client) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, port, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = drain.token.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let metrics = ctx.proxy.metrics.clone();
+        metrics.connections.with_label_values(&[&label]).inc();
+        let active = metrics.active_connections.with_label_values(&[&label]);
+        active.inc();
+        let span = tracing::debug_span!("conn", client.addr = %client, server.addr = ?local, listener.port = port);
+        let ctx = ctx.clone();
+        let stop = drain.token.clone();
+        drain.tracker.spawn(
+            async move {
+                handle(stream, client, port, ctx, stop).await;
+                active.dec();
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn handle(
+    stream: TcpStream,
+    client: SocketAddr,
+    port: u16,
+    ctx: Arc<Ctx>,
+    stop: CancellationToken,
+) {
+    let protocol = ctx.proxy.store.load().listener(port).map(|l| l.protocol);
+    match protocol {
+        Some(PortProtocol::Http) => {
+            let conn = ConnInfo {
+                client,
+                port,
+                scheme: "http",
+                sni: None,
+            };
+            server::serve(stream, ctx.proxy.clone(), conn, ctx.http, stop).await;
+        }
+        Some(PortProtocol::Tls) => tls::serve(stream, client, port, ctx, stop).await,
+        Some(PortProtocol::Tcp) => {
+            let snap = ctx.proxy.store.load();
+            match snap.tcp.get(&port).and_then(|r| r.first()) {
+                Some(route) => {
+                    tcp::forward(
+                        stream,
+                        bytes::Bytes::new(),
+                        &snap,
+                        route,
+                        ctx.l4,
+                        &ctx.proxy.metrics,
+                    )
+                    .await
+                }
+                None => tracing::debug!(port, "no TCP route: closing"),
+            }
+        }
+        None => tracing::debug!(port, "port no longer configured: closing"),
+    }
+}

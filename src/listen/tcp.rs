@@ -1,0 +1,209 @@
+//! L4 forwarding for TLS passthrough and TCP routes: pick a weighted destination and an
+//! endpoint, connect under a timeout (trying a second endpoint once), replay any peeked
+//! bytes, then copy both ways until both sides are done (half-close is passed on) or the
+//! connection has been idle too long.
+//!
+//! Depends on: tokio, `config::Snapshot`, `upstream`, `metrics`.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::config::{L4Route, Snapshot};
+use crate::metrics::Metrics;
+use crate::upstream::{Cluster, Target};
+
+/// Settings of L4 forwarding.
+#[derive(Debug, Clone, Copy)]
+pub struct L4Settings {
+    /// Upstream connect timeout.
+    pub connect_timeout: Duration,
+    /// Close after this long without a byte either way.
+    pub idle_timeout: Duration,
+}
+
+/// Forward `client` (after `prefix`, the bytes already read from it) along `route`.
+pub(super) async fn forward(
+    client: TcpStream,
+    prefix: Bytes,
+    snap: &Snapshot,
+    route: &L4Route,
+    settings: L4Settings,
+    metrics: &Metrics,
+) {
+    let f = &route.forward;
+    let pick = if f.destinations.len() > 1 {
+        fastrand::u32(..f.total_weight)
+    } else {
+        0
+    };
+    let Some(cluster) = f.pick(pick).and_then(|d| snap.clusters.get(d.cluster)) else {
+        return;
+    };
+    let (mut upstream, flags) = match connect(cluster, settings.connect_timeout).await {
+        Ok(s) => (Some(s), "-"),
+        Err(flag) => (None, flag),
+    };
+    let labels = labels(cluster, flags);
+    metrics.tcp_opened.with_label_values(&labels).inc();
+    let counts = Arc::new(Counts::default());
+    if let Some(up) = upstream.as_mut() {
+        if up.write_all(&prefix).await.is_ok() {
+            counts
+                .sent
+                .fetch_add(prefix.len() as u64, Ordering::Relaxed);
+            splice(client, up, &counts, settings.idle_timeout).await;
+        }
+    }
+    metrics
+        .tcp_sent
+        .with_label_values(&labels)
+        .inc_by(counts.sent.load(Ordering::Relaxed));
+    metrics
+        .tcp_received
+        .with_label_values(&labels)
+        .inc_by(counts.received.load(Ordering::Relaxed));
+    metrics.tcp_closed.with_label_values(&labels).inc();
+}
+
+fn labels<'a>(c: &'a Cluster, flags: &'static str) -> [&'a str; 8] {
+    [
+        "source",
+        "meshgate",
+        &c.service,
+        &c.service_name,
+        &c.namespace,
+        &c.name,
+        "none",
+        flags,
+    ]
+}
+
+/// Connect to an endpoint of `cluster`, trying a second one once; Envoy's flag on failure.
+async fn connect(cluster: &Cluster, timeout: Duration) -> Result<TcpStream, &'static str> {
+    let mut avoid = None;
+    let mut flag = "UH";
+    for _ in 0..2.min(cluster.endpoints.len().max(1)) {
+        let Some((i, ep)) = cluster.pick(avoid) else {
+            return Err("UH");
+        };
+        let fut = async {
+            match ep.pool.target() {
+                Target::Addr(a) => TcpStream::connect(*a).await,
+                Target::Dns(h, p) => TcpStream::connect((&**h, *p)).await,
+            }
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(cluster = %cluster.name, error = %e, "upstream connect failed")
+            }
+            Err(_) => tracing::debug!(cluster = %cluster.name, "upstream connect timed out"),
+        }
+        flag = "UF";
+        avoid = Some(i);
+    }
+    Err(flag)
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    /// Client -> upstream bytes.
+    sent: AtomicU64,
+    /// Upstream -> client bytes.
+    received: AtomicU64,
+    /// Milliseconds since `start` of the last byte moved.
+    last: AtomicU64,
+}
+
+/// Copy both ways until done or idle for `idle`.
+async fn splice(client: TcpStream, upstream: &mut TcpStream, counts: &Arc<Counts>, idle: Duration) {
+    let start = Instant::now();
+    let mut client = Counted {
+        inner: client,
+        counts: counts.clone(),
+        start,
+    };
+    let copy = tokio::io::copy_bidirectional(&mut client, upstream);
+    let watch = async {
+        loop {
+            let last = Duration::from_millis(counts.last.load(Ordering::Relaxed));
+            let due = start + last + idle;
+            if Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    };
+    tokio::select! {
+        r = copy => if let Err(e) = r {
+            tracing::debug!(error = %e, "l4 connection ended with error");
+        },
+        () = watch => tracing::debug!("l4 connection idle timeout"),
+    }
+}
+
+/// The client side of a spliced connection, counting bytes and noting activity.
+struct Counted {
+    inner: TcpStream,
+    counts: Arc<Counts>,
+    start: Instant,
+}
+
+impl Counted {
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.counts.last.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.counts.sent.fetch_add(n as u64, Ordering::Relaxed);
+            self.touch();
+        }
+        res
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = res {
+            self.counts.received.fetch_add(n as u64, Ordering::Relaxed);
+            self.touch();
+        }
+        res
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -125,6 +125,7 @@ fn table<const N: usize>(
             table.hosts.entry_or_insert_with(&pattern, || VirtualHost {
                 name: pattern.as_str().into(),
                 routes: rules(&vs, kind, &regexes),
+                https_redirect: false,
             });
         }
     }

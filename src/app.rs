@@ -1,16 +1,22 @@
-//! Wiring: first load, listeners, admin, signals, drain. The only place that knows every
-//! part; nothing depends on it.
+//! Wiring: first load, the config task (file watch, SIGHUP, explicit reloads), listener
+//! reconciliation, admin, signals and drain. The only place that knows every part; nothing
+//! depends on it.
 //!
 //! Depends on: everything.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
-use crate::config::{self, AccessLog, Bootstrap, CompileOptions, ConfigError, ConfigStore};
+use crate::config::source::watch::Watcher;
+use crate::config::{
+    self, AccessLog, Bootstrap, CompileOptions, ConfigError, ConfigStore, RawSet, Snapshot,
+};
 use crate::http::proxy::Proxy;
 use crate::http::server::ServerSettings;
 use crate::listen;
@@ -18,6 +24,9 @@ use crate::metrics::Metrics;
 use crate::shutdown::Drain;
 use crate::tls::server::CertsDir;
 use crate::upstream::Registry;
+
+/// Quiet time after a file event before reloading, so a burst of writes is one reload.
+const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Why meshgate could not start.
 #[derive(Debug, thiserror::Error)]
@@ -38,25 +47,65 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
 }
 
+/// The outcome of one reload.
+pub type ReloadResult = Result<u64, Vec<String>>;
+
 /// A running gateway.
 #[derive(Debug)]
 pub struct Running {
     /// Where the admin API listens.
     pub admin_addr: SocketAddr,
-    /// Configured port -> bound address.
-    pub listeners: BTreeMap<u16, SocketAddr>,
     /// The active config.
     pub store: Arc<ConfigStore>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Lifecycle handle.
     pub drain: Drain,
-    drain_timeout: std::time::Duration,
+    listeners: Arc<Mutex<BTreeMap<u16, SocketAddr>>>,
+    reload_tx: mpsc::UnboundedSender<Option<oneshot::Sender<ReloadResult>>>,
+    drain_delay: Duration,
+    drain_timeout: Duration,
 }
 
 impl Running {
-    /// Stop accepting, let in-flight requests finish (up to the drain timeout), return.
+    /// Where configured port `port` is served now.
+    pub fn listener(&self, port: u16) -> Option<SocketAddr> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&port)
+            .copied()
+    }
+
+    /// Every configured port and its bound address.
+    pub fn listeners(&self) -> BTreeMap<u16, SocketAddr> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Reload the config now; the new generation, or the errors that kept the old one.
+    pub async fn reload(&self) -> ReloadResult {
+        let (tx, rx) = oneshot::channel();
+        if self.reload_tx.send(Some(tx)).is_err() {
+            return Err(vec!["config task stopped".to_owned()]);
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(vec!["config task stopped".to_owned()]))
+    }
+
+    /// Ask for a reload without waiting (SIGHUP).
+    pub fn trigger_reload(&self) {
+        let _ = self.reload_tx.send(None);
+    }
+
+    /// Graceful shutdown: not ready at once, keep accepting for the drain delay (so load
+    /// balancers notice), then stop accepting, let in-flight requests finish (HTTP/1 gets
+    /// `Connection: close`, HTTP/2 GOAWAY) up to the drain timeout.
     pub async fn shutdown(self) {
+        self.drain.set_ready(false);
+        tokio::time::sleep(self.drain_delay).await;
         self.drain.shutdown();
         self.drain.tracker.close();
         if tokio::time::timeout(self.drain_timeout, self.drain.tracker.wait())
@@ -68,6 +117,22 @@ impl Running {
     }
 }
 
+/// Everything the config task owns.
+struct ConfigTask {
+    boot: Bootstrap,
+    registry: Arc<Registry>,
+    store: Arc<ConfigStore>,
+    metrics: Arc<Metrics>,
+    ctx: Arc<listen::Ctx>,
+    conns: Arc<Semaphore>,
+    drain: Drain,
+    active: HashMap<u16, CancellationToken>,
+    addrs: Arc<Mutex<BTreeMap<u16, SocketAddr>>>,
+    watcher: Option<Watcher>,
+    /// What the last published snapshot was built from (resources and certificate bytes).
+    last_input: Option<(RawSet, Vec<Option<Vec<u8>>>)>,
+}
+
 /// Load the config, bind every listener and the admin port, and start serving.
 pub async fn start(boot: Bootstrap) -> Result<Running, StartError> {
     crate::tls::install_default_provider();
@@ -75,43 +140,6 @@ pub async fn start(boot: Bootstrap) -> Result<Running, StartError> {
     let registry = Arc::new(Registry::new(boot.pool));
     let store = Arc::new(ConfigStore::new());
     let drain = Drain::new();
-
-    let raw = config::source::file::load(&boot.config_paths).map_err(StartError::Config)?;
-    let credentials = CertsDir(boot.certs_dir.clone());
-    let opts = CompileOptions {
-        selector: boot.selector.clone(),
-        mesh_port: boot.mesh_port,
-        registry: &registry,
-        credentials: &credentials,
-    };
-    let snap = config::compile(&raw, &opts).map_err(|f| {
-        metrics
-            .config_reloads
-            .with_label_values(&["rejected"])
-            .inc();
-        for w in &f.warnings {
-            tracing::warn!("{w}");
-        }
-        StartError::Config(f.errors)
-    })?;
-    for w in &snap.warnings {
-        tracing::warn!("{w}");
-    }
-    let [gw, vs, dr, se, we] = raw.counts();
-    let generation = store.publish(snap);
-    metrics
-        .config_generation
-        .set(i64::try_from(generation).unwrap_or(i64::MAX));
-    metrics.config_reloads.with_label_values(&["applied"]).inc();
-    tracing::info!(
-        generation,
-        gateways = gw,
-        virtual_services = vs,
-        destination_rules = dr,
-        service_entries = se,
-        workload_entries = we,
-        "config loaded"
-    );
 
     let admin_listener = tokio::net::TcpListener::bind(boot.admin_addr)
         .await
@@ -143,31 +171,35 @@ pub async fn start(boot: Bootstrap) -> Result<Running, StartError> {
         },
         tls_handshake_timeout: boot.tls_handshake_timeout,
     });
-    let conns = Arc::new(Semaphore::new(boot.max_connections));
-    let mut listeners = BTreeMap::new();
-    let mut bound = Vec::new();
-    for l in &store.load().listeners {
-        let port = if boot.ephemeral_ports { 0 } else { l.port };
-        let addr = SocketAddr::new(boot.bind_address, port);
-        let b = listen::bind(l.port, addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
-        let local = b
-            .listener
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr, source })?;
-        tracing::info!(port = l.port, addr = %local, kind = ?l.kind, "listening");
-        listeners.insert(l.port, local);
-        bound.push(b);
-    }
-    for b in bound {
-        tokio::spawn(listen::accept_loop(
-            b,
-            ctx.clone(),
-            conns.clone(),
-            drain.clone(),
-        ));
-    }
+    let changed = Arc::new(Notify::new());
+    let watcher = match Watcher::new(changed.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch config files; reload with SIGHUP");
+            None
+        }
+    };
+    let addrs = Arc::new(Mutex::new(BTreeMap::new()));
+    let mut task = ConfigTask {
+        registry,
+        store: store.clone(),
+        metrics: metrics.clone(),
+        ctx,
+        conns: Arc::new(Semaphore::new(boot.max_connections)),
+        drain: drain.clone(),
+        active: HashMap::new(),
+        addrs: addrs.clone(),
+        watcher,
+        last_input: None,
+        boot,
+    };
+    // The first load must succeed: there is nothing to fall back on.
+    task.load().await?;
+    let drain_delay = task.boot.drain_delay;
+    let drain_timeout = task.boot.drain_timeout;
+    let (reload_tx, reload_rx) = mpsc::unbounded_channel();
+    tokio::spawn(task.run(reload_rx, changed));
+
     tokio::spawn(admin::serve(
         admin_listener,
         AdminState {
@@ -180,22 +212,221 @@ pub async fn start(boot: Bootstrap) -> Result<Running, StartError> {
     drain.set_ready(true);
     Ok(Running {
         admin_addr,
-        listeners,
         store,
         metrics,
         drain,
-        drain_timeout: boot.drain_timeout,
+        listeners: addrs,
+        reload_tx,
+        drain_delay,
+        drain_timeout,
     })
 }
 
-/// Run until `stop` resolves, then drain and return.
+impl ConfigTask {
+    fn compile(&self) -> Result<(RawSet, Snapshot), Vec<ConfigError>> {
+        let raw = config::source::file::load(&self.boot.config_paths)?;
+        let credentials = CertsDir(self.boot.certs_dir.clone());
+        let opts = CompileOptions {
+            selector: self.boot.selector.clone(),
+            mesh_port: self.boot.mesh_port,
+            registry: &self.registry,
+            credentials: &credentials,
+        };
+        let snap = config::compile(&raw, &opts).map_err(|f| {
+            for w in &f.warnings {
+                tracing::warn!("{w}");
+            }
+            f.errors
+        })?;
+        Ok((raw, snap))
+    }
+
+    /// Load, compile, bind new ports, publish, retire removed ports. On any error the
+    /// active snapshot and listeners stay as they were.
+    async fn load(&mut self) -> Result<Option<u64>, StartError> {
+        let (raw, snap) = match self.compile() {
+            Ok(x) => x,
+            Err(errors) => {
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["rejected"])
+                    .inc();
+                return Err(StartError::Config(errors));
+            }
+        };
+        let certs: Vec<Option<Vec<u8>>> = raw
+            .referenced_files(&self.boot.certs_dir)
+            .iter()
+            .map(|p| std::fs::read(p).ok())
+            .collect();
+        if let Some(w) = self.watcher.as_mut() {
+            let mut paths = self.boot.config_paths.clone();
+            paths.extend(raw.referenced_files(&self.boot.certs_dir));
+            for e in w.set(&paths) {
+                tracing::debug!("{e}");
+            }
+        }
+        let input = (raw, certs);
+        if self.last_input.as_ref() == Some(&input) {
+            tracing::debug!("config unchanged");
+            return Ok(None);
+        }
+        // Bind new ports before publishing, so a port we cannot open rejects the reload.
+        let mut fresh = Vec::new();
+        for l in &snap.listeners {
+            if self.active.contains_key(&l.port) {
+                continue;
+            }
+            let port = if self.boot.ephemeral_ports { 0 } else { l.port };
+            let addr = SocketAddr::new(self.boot.bind_address, port);
+            match listen::bind(l.port, addr).await {
+                Ok(b) => fresh.push(b),
+                Err(source) => {
+                    self.metrics
+                        .config_reloads
+                        .with_label_values(&["rejected"])
+                        .inc();
+                    return Err(StartError::Bind { addr, source });
+                }
+            }
+        }
+        for w in &snap.warnings {
+            tracing::warn!("{w}");
+        }
+        let ports: Vec<u16> = snap.listeners.iter().map(|l| l.port).collect();
+        let [gw, vs, dr, se, we] = input.0.counts();
+        let generation = self.store.publish(snap);
+        self.last_input = Some(input);
+        self.metrics
+            .config_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        self.metrics
+            .config_reloads
+            .with_label_values(&["applied"])
+            .inc();
+        tracing::info!(
+            generation,
+            gateways = gw,
+            virtual_services = vs,
+            destination_rules = dr,
+            service_entries = se,
+            workload_entries = we,
+            "config applied"
+        );
+        for b in fresh {
+            let token = self.drain.token.child_token();
+            let (port, local) = (b.port, b.listener.local_addr().ok());
+            tracing::info!(port, addr = ?local, "listening");
+            if let Some(a) = local {
+                self.addrs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(port, a);
+            }
+            self.active.insert(port, token.clone());
+            tokio::spawn(listen::accept_loop(
+                b,
+                self.ctx.clone(),
+                self.conns.clone(),
+                self.drain.clone(),
+                token,
+            ));
+        }
+        let removed: Vec<u16> = self
+            .active
+            .keys()
+            .filter(|p| !ports.contains(p))
+            .copied()
+            .collect();
+        for port in removed {
+            if let Some(token) = self.active.remove(&port) {
+                tracing::info!(port, "port removed: stop accepting, drain its connections");
+                token.cancel();
+            }
+            self.addrs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&port);
+        }
+        Ok(Some(generation))
+    }
+
+    async fn reload(&mut self) -> ReloadResult {
+        match self.load().await {
+            Ok(Some(g)) => Ok(g),
+            Ok(None) => {
+                // Unchanged input, but valid: an earlier rejection no longer applies.
+                self.store.reject(Vec::new());
+                Ok(self.store.load().generation)
+            }
+            Err(e) => {
+                let errors: Vec<String> = match &e {
+                    StartError::Config(errs) => errs.iter().map(ToString::to_string).collect(),
+                    other => vec![other.to_string()],
+                };
+                for e in &errors {
+                    tracing::error!(
+                        "config rejected, keeping generation {}: {e}",
+                        self.store.load().generation
+                    );
+                }
+                self.store.reject(errors.clone());
+                Err(errors)
+            }
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Option<oneshot::Sender<ReloadResult>>>,
+        changed: Arc<Notify>,
+    ) {
+        loop {
+            tokio::select! {
+                req = rx.recv() => match req {
+                    Some(reply) => {
+                        let r = self.reload().await;
+                        if let Some(tx) = reply {
+                            let _ = tx.send(r);
+                        }
+                    }
+                    None => return,
+                },
+                () = changed.notified() => {
+                    // Debounce: wait until the files have been quiet for a moment.
+                    while tokio::time::timeout(DEBOUNCE, changed.notified()).await.is_ok() {}
+                    let _ = self.reload().await;
+                }
+                () = self.drain.token.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Run until `stop` resolves, then drain and return. SIGHUP reloads the config.
 pub async fn run(
     boot: Bootstrap,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), StartError> {
     let running = start(boot).await?;
-    stop.await;
-    tracing::info!("shutting down");
+    let hup = async {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            if let Ok(mut s) = signal(SignalKind::hangup()) {
+                while s.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading config");
+                    running.trigger_reload();
+                }
+            }
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        () = stop => {}
+        () = hup => {}
+    }
+    tracing::info!("shutting down: not ready, draining");
     running.shutdown().await;
     Ok(())
 }

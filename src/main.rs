@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -34,6 +35,12 @@ struct Cli {
     /// Host header or as a forward proxy.
     #[arg(long, value_name = "PORT", global = true)]
     mesh_port: Option<u16>,
+    /// After SIGTERM, keep accepting this long while /healthz/ready reports 503.
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
+    drain_delay: Duration,
+    /// Then let in-flight requests finish for at most this long.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    drain_timeout: Duration,
     /// Access log on stdout.
     #[arg(long, value_enum, default_value = "off")]
     access_log: AccessLogArg,
@@ -54,6 +61,12 @@ enum AccessLogArg {
     Off,
     Text,
     Json,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    config::parse_duration(s)
+        .or_else(|| s.parse::<u64>().ok().map(Duration::from_secs))
+        .ok_or_else(|| format!("expected a duration such as 5s or 500ms, got {s:?}"))
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -143,6 +156,8 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
         selector: selector(&cli),
         mesh_port: cli.mesh_port,
         access_log,
+        drain_delay: cli.drain_delay,
+        drain_timeout: cli.drain_timeout,
         ..Bootstrap::default()
     };
     if !cli.config.is_empty() {

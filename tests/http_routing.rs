@@ -1581,11 +1581,11 @@ async fn selector_restricts_served_gateways() {
         b.selector = BTreeMap::from([("istio".to_owned(), "ingressgateway".to_owned())]);
     })
     .await;
-    assert!(gw.running.listeners.contains_key(&8080));
+    assert!(gw.running.listener(8080).is_some());
     assert!(
-        !gw.running.listeners.contains_key(&9090),
+        gw.running.listener(9090).is_none(),
         "{:?}",
-        gw.running.listeners
+        gw.running.listeners()
     );
     assert_eq!(label(Client::new(gw.port(8080), "a.test"), "/").await, "a");
     let r = Client::new(gw.port(8080), "b.test").send("/").await;

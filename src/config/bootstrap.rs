@@ -49,6 +49,9 @@ pub struct Bootstrap {
     pub max_connections: usize,
     /// Upstream connect / pool settings (connect 10 s, idle 4 s, 128 idle per endpoint).
     pub pool: PoolSettings,
+    /// How long to keep accepting after SIGTERM while readiness reports 503, so load
+    /// balancers stop sending new connections first (default 5 s).
+    pub drain_delay: Duration,
     /// How long in-flight work may run after shutdown starts (default 30 s).
     pub drain_timeout: Duration,
     /// Time for a TLS client to send its ClientHello and finish the handshake (default 10 s).
@@ -72,6 +75,7 @@ impl Default for Bootstrap {
             max_replay_body: 64 * 1024,
             max_connections: 10_000,
             pool: PoolSettings::default(),
+            drain_delay: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
             tls_handshake_timeout: Duration::from_secs(10),
             tcp_idle_timeout: Duration::from_secs(3600),

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 /// Parse a duration such as `1.5s`, `250ms` or `1h2m`; `None` when malformed or negative.
-pub(crate) fn parse(s: &str) -> Option<Duration> {
+pub fn parse(s: &str) -> Option<Duration> {
     let s = s.trim();
     if s == "0" {
         return Some(Duration::ZERO);

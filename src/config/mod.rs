@@ -19,6 +19,7 @@ mod yaml_lines;
 
 pub use bootstrap::{AccessLog, Bootstrap};
 pub use compile::{compile, CompileFailure, CompileOptions};
+pub use duration::parse as parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use raw::RawSet;
 pub use snapshot::{

@@ -90,6 +90,37 @@ pub struct RawSet {
 }
 
 impl RawSet {
+    /// Certificate files the Gateways reference (paths, and `credentialName` directories
+    /// under `certs_dir`), so a change to them can trigger a reload.
+    pub fn referenced_files(&self, certs_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for gw in &self.gateways {
+            for tls in gw.spec.servers.iter().filter_map(|s| s.tls.as_ref()) {
+                for p in [
+                    &tls.server_certificate,
+                    &tls.private_key,
+                    &tls.ca_certificates,
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    out.push(std::path::PathBuf::from(p));
+                }
+                if let Some(name) = &tls.credential_name {
+                    for dir in [
+                        certs_dir.join(name),
+                        certs_dir.join(format!("{name}-cacert")),
+                    ] {
+                        for f in ["tls.crt", "tls.key", "ca.crt"] {
+                            out.push(dir.join(f));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Number of resources of each kind, for logs: (gw, vs, dr, se, we).
     pub fn counts(&self) -> [usize; 5] {
         [

@@ -52,8 +52,15 @@ pub async fn bind(port: u16, addr: SocketAddr) -> std::io::Result<Bound> {
     Ok(Bound { port, listener })
 }
 
-/// Accept connections on `bound` until `drain` fires.
-pub async fn accept_loop(bound: Bound, ctx: Arc<Ctx>, conns: Arc<Semaphore>, drain: Drain) {
+/// Accept connections on `bound` until `stop` (a child of the drain token) fires; its
+/// connections are drained with it.
+pub async fn accept_loop(
+    bound: Bound,
+    ctx: Arc<Ctx>,
+    conns: Arc<Semaphore>,
+    drain: Drain,
+    stop: CancellationToken,
+) {
     let Bound { port, listener } = bound;
     let label = port.to_string();
     let local = listener.local_addr().ok();
@@ -63,7 +70,7 @@ pub async fn accept_loop(bound: Bound, ctx: Arc<Ctx>, conns: Arc<Semaphore>, dra
                 Ok(p) => p,
                 Err(_) => return,
             },
-            () = drain.token.cancelled() => return,
+            () = stop.cancelled() => return,
         };
         let (stream, client) = tokio::select! {
             r = listener.accept() => match r {
@@ -75,7 +82,7 @@ pub async fn accept_loop(bound: Bound, ctx: Arc<Ctx>, conns: Arc<Semaphore>, dra
                     continue;
                 }
             },
-            () = drain.token.cancelled() => return,
+            () = stop.cancelled() => return,
         };
         let _ = stream.set_nodelay(true);
         let metrics = ctx.proxy.metrics.clone();
@@ -84,7 +91,7 @@ pub async fn accept_loop(bound: Bound, ctx: Arc<Ctx>, conns: Arc<Semaphore>, dra
         active.inc();
         let span = tracing::debug_span!("conn", client.addr = %client, server.addr = ?local, listener.port = port);
         let ctx = ctx.clone();
-        let stop = drain.token.clone();
+        let stop = stop.clone();
         drain.tracker.spawn(
             async move {
                 handle(stream, client, port, ctx, stop).await;

@@ -5,13 +5,14 @@
 //!
 //! Depends on: rustls, rustls-pki-types (PEM), `tls::provider`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ServerSessionMemoryCache, StoresServerSessions, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite};
 
 use super::provider;
@@ -68,7 +69,7 @@ impl Credentials for CertsDir {
 }
 
 /// Client certificate policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ClientAuth {
     /// SIMPLE: no client certificate asked for.
     None,
@@ -104,8 +105,45 @@ fn err(field: &'static str, message: impl Into<String>) -> TlsError {
     }
 }
 
+/// Session-resumption caches shared by the servers of one compile. rustls gives every
+/// `ServerConfig` its own 256-entry cache (about 30 KiB reserved, ~98 KiB once full), which
+/// would make thousands of certificates cost hundreds of MiB. Servers share one cache per
+/// client-authentication policy (mode and CA bundle), so a session made without a client
+/// certificate can never resume on a server that requires one.
+#[derive(Default)]
+pub struct SessionCaches(HashMap<CacheKey, Arc<dyn StoresServerSessions>>);
+
+/// Client-auth mode and CA bundle of the servers sharing a cache.
+type CacheKey = (ClientAuth, Option<Vec<u8>>);
+
+impl std::fmt::Debug for SessionCaches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCaches")
+            .field("caches", &self.0.len())
+            .finish()
+    }
+}
+
+/// Sessions kept per shared cache.
+const SESSIONS_PER_CACHE: usize = 4096;
+
+impl SessionCaches {
+    fn for_policy(&mut self, auth: ClientAuth, ca: Option<&[u8]>) -> Arc<dyn StoresServerSessions> {
+        let key = (
+            auth,
+            (auth != ClientAuth::None)
+                .then(|| ca.map(<[u8]>::to_vec))
+                .flatten(),
+        );
+        self.0
+            .entry(key)
+            .or_insert_with(|| ServerSessionMemoryCache::new(SESSIONS_PER_CACHE))
+            .clone()
+    }
+}
+
 /// Build the rustls configuration for one server.
-pub fn build(p: &Params<'_>) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn build(p: &Params<'_>, caches: &mut SessionCaches) -> Result<Arc<ServerConfig>, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&p.pem.cert)
         .collect::<Result<_, _>>()
         .map_err(|e| {
@@ -178,6 +216,7 @@ pub fn build(p: &Params<'_>) -> Result<Arc<ServerConfig>, TlsError> {
         )
     })?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.session_storage = caches.for_policy(p.client_auth, p.pem.ca.as_deref());
     Ok(Arc::new(cfg))
 }
 
@@ -299,8 +338,26 @@ mod tests {
     #[test]
     fn builds_with_defaults_and_alpn() {
         let pem = pem();
-        let cfg = build(&params(&pem, &[])).unwrap();
+        let cfg = build(&params(&pem, &[]), &mut SessionCaches::default()).unwrap();
         assert_eq!(cfg.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn session_caches_are_shared_per_client_auth_policy() {
+        let pem = pem();
+        let mut caches = SessionCaches::default();
+        let a = build(&params(&pem, &[]), &mut caches).unwrap();
+        let b = build(&params(&pem, &[]), &mut caches).unwrap();
+        assert!(Arc::ptr_eq(&a.session_storage, &b.session_storage));
+        let m = build(
+            &Params {
+                client_auth: ClientAuth::Required,
+                ..params(&pem, &[])
+            },
+            &mut caches,
+        )
+        .unwrap();
+        assert!(!Arc::ptr_eq(&a.session_storage, &m.session_storage));
     }
 
     #[test]
@@ -335,16 +392,24 @@ mod tests {
         let a = pem();
         let b = pem();
         let mixed = Pem { key: b.key, ..a };
-        assert_eq!(build(&params(&mixed, &[])).unwrap_err().field, "privateKey");
+        assert_eq!(
+            build(&params(&mixed, &[]), &mut SessionCaches::default())
+                .unwrap_err()
+                .field,
+            "privateKey"
+        );
         let mutual = Params {
             client_auth: ClientAuth::Required,
             ..params(&mixed, &[])
         };
         let no_ca = Pem { ca: None, ..pem() };
-        let e = build(&Params {
-            pem: &no_ca,
-            ..mutual
-        })
+        let e = build(
+            &Params {
+                pem: &no_ca,
+                ..mutual
+            },
+            &mut SessionCaches::default(),
+        )
         .unwrap_err();
         assert_eq!(e.field, "caCertificates");
     }

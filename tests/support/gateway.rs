@@ -41,6 +41,7 @@ impl TestGateway {
             admin_addr: "127.0.0.1:0".parse().unwrap(),
             bind_address: "127.0.0.1".parse().unwrap(),
             ephemeral_ports: true,
+            drain_delay: std::time::Duration::ZERO,
             ..Bootstrap::default()
         };
         adjust(&mut boot);
@@ -50,16 +51,20 @@ impl TestGateway {
 
     /// Where Gateway port `p` is served.
     pub fn port(&self, p: u16) -> SocketAddr {
-        *self
-            .running
-            .listeners
-            .get(&p)
+        self.running
+            .listener(p)
             .unwrap_or_else(|| panic!("no listener for port {p}"))
     }
 
     /// The admin API address.
     pub fn admin(&self) -> SocketAddr {
         self.running.admin_addr
+    }
+
+    /// Replace the config file and reload; the new generation or the errors.
+    pub async fn reload_with(&self, yaml: &str) -> Result<u64, Vec<String>> {
+        std::fs::write(self.config_file(), yaml).unwrap();
+        super::within(self.running.reload()).await
     }
 
     /// The config file path.

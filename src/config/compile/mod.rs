@@ -23,7 +23,7 @@ use crate::config::snapshot::{
     L4Route, Listener, ListenerKind, PortProtocol, Snapshot, TlsMode, TlsPort, TlsServer,
 };
 use crate::route::{intersect, RouteTable, VirtualHost};
-use crate::tls::server::Credentials;
+use crate::tls::server::{Credentials, SessionCaches};
 use crate::upstream::Registry;
 use routes::{CompiledRule, RuleCompiler};
 
@@ -272,6 +272,7 @@ pub fn compile(raw: &RawSet, opts: &CompileOptions<'_>) -> Result<Snapshot, Comp
     let mut tables = HashMap::new();
     let mut tls_ports = HashMap::new();
     let mut tcp_ports = HashMap::new();
+    let mut caches = SessionCaches::default();
     for (port, (class, servers)) in &ports {
         match class {
             PortProtocol::Http => {
@@ -285,6 +286,7 @@ pub fn compile(raw: &RawSet, opts: &CompileOptions<'_>) -> Result<Snapshot, Comp
                     &compiled,
                     *port,
                     servers,
+                    &mut caches,
                     &mut errors,
                     &mut warnings,
                 );
@@ -383,12 +385,17 @@ fn http_table(raw: &RawSet, compiled: &[CompiledVs], servers: &[&ServerRef]) -> 
     table
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "threads the compile's shared state"
+)]
 fn tls_port(
     raw: &RawSet,
     opts: &CompileOptions<'_>,
     compiled: &[CompiledVs],
     port: u16,
     servers: &[ServerRef],
+    caches: &mut SessionCaches,
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<ConfigError>,
 ) -> TlsPort {
@@ -402,6 +409,7 @@ fn tls_port(
             &server.protocol,
             spec.tls.as_ref(),
             opts.credentials,
+            caches,
             errors,
             warnings,
         ) else {

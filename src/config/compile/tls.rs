@@ -6,7 +6,7 @@
 use crate::config::error::ConfigError;
 use crate::config::istio::{Gateway, ServerTlsSettings};
 use crate::config::raw::Res;
-use crate::tls::server::{self, ClientAuth, Credentials, Pem};
+use crate::tls::server::{self, ClientAuth, Credentials, Pem, SessionCaches};
 
 /// What a server's TLS settings compile to.
 pub(super) enum ServerTls {
@@ -20,12 +20,17 @@ pub(super) enum ServerTls {
 }
 
 /// Compile `servers[i].tls` of `gw` for a server of `protocol` (HTTPS or TLS).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "threads the compile's shared state"
+)]
 pub(super) fn compile(
     gw: &Res<Gateway>,
     i: usize,
     protocol: &str,
     tls: Option<&ServerTlsSettings>,
     credentials: &dyn Credentials,
+    caches: &mut SessionCaches,
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<ConfigError>,
 ) -> Option<ServerTls> {
@@ -125,7 +130,7 @@ pub(super) fn compile(
         max_version: tls.max_protocol_version.as_deref(),
         cipher_suites: &tls.cipher_suites,
     };
-    match server::build(&params) {
+    match server::build(&params, caches) {
         Ok(config) => Some(ServerTls::Terminate {
             config,
             client_sans: tls.subject_alt_names.clone(),

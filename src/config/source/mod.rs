@@ -3,3 +3,4 @@
 //! Depends on: `config::raw`, `config::istio`.
 
 pub mod file;
+pub mod watch;

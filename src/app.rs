@@ -22,11 +22,13 @@ use crate::http::server::ServerSettings;
 use crate::listen;
 use crate::metrics::Metrics;
 use crate::shutdown::Drain;
-use crate::tls::server::CertsDir;
+use crate::tls::server::Preloaded;
 use crate::upstream::Registry;
 
 /// Quiet time after a file event before reloading, so a burst of writes is one reload.
 const DEBOUNCE: Duration = Duration::from_millis(200);
+/// Longest a burst of events can delay a reload.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
 
 /// Why meshgate could not start.
 #[derive(Debug, thiserror::Error)]
@@ -223,54 +225,64 @@ pub async fn start(boot: Bootstrap) -> Result<Running, StartError> {
 }
 
 impl ConfigTask {
-    fn compile(&self) -> Result<(RawSet, Snapshot), Vec<ConfigError>> {
-        let raw = config::source::file::load(&self.boot.config_paths)?;
-        let credentials = CertsDir(self.boot.certs_dir.clone());
+    fn compile(&self, raw: &RawSet, credentials: &Preloaded) -> Result<Snapshot, Vec<ConfigError>> {
         let opts = CompileOptions {
             selector: self.boot.selector.clone(),
             mesh_port: self.boot.mesh_port,
             registry: &self.registry,
-            credentials: &credentials,
+            credentials,
         };
-        let snap = config::compile(&raw, &opts).map_err(|f| {
+        config::compile(raw, &opts).map_err(|f| {
             for w in &f.warnings {
                 tracing::warn!("{w}");
             }
             f.errors
-        })?;
-        Ok((raw, snap))
+        })
+    }
+
+    fn rejected(&self, errors: Vec<ConfigError>) -> StartError {
+        self.metrics
+            .config_reloads
+            .with_label_values(&["rejected"])
+            .inc();
+        StartError::Config(errors)
     }
 
     /// Load, compile, bind new ports, publish, retire removed ports. On any error the
     /// active snapshot and listeners stay as they were.
     async fn load(&mut self) -> Result<Option<u64>, StartError> {
-        let (raw, snap) = match self.compile() {
-            Ok(x) => x,
-            Err(errors) => {
-                self.metrics
-                    .config_reloads
-                    .with_label_values(&["rejected"])
-                    .inc();
-                return Err(StartError::Config(errors));
-            }
-        };
-        let certs: Vec<Option<Vec<u8>>> = raw
-            .referenced_files(&self.boot.certs_dir)
-            .iter()
-            .map(|p| std::fs::read(p).ok())
-            .collect();
+        let raw =
+            config::source::file::load(&self.boot.config_paths).map_err(|e| self.rejected(e))?;
+        let referenced = raw.referenced_files(&self.boot.certs_dir);
+        // Watch before compiling: a config rejected for a missing certificate must be
+        // retried when that file appears.
         if let Some(w) = self.watcher.as_mut() {
             let mut paths = self.boot.config_paths.clone();
-            paths.extend(raw.referenced_files(&self.boot.certs_dir));
-            for e in w.set(&paths) {
+            paths.extend(referenced.iter().cloned());
+            for e in w.set(&paths, &referenced) {
                 tracing::debug!("{e}");
             }
         }
+        // Read certificates once: the compile uses exactly these bytes, so the recorded input
+        // is what is served, and a later change is always seen as a change.
+        let certs: Vec<Option<Vec<u8>>> =
+            referenced.iter().map(|p| std::fs::read(p).ok()).collect();
         let input = (raw, certs);
         if self.last_input.as_ref() == Some(&input) {
             tracing::debug!("config unchanged");
             return Ok(None);
         }
+        let preloaded = Preloaded {
+            dir: self.boot.certs_dir.clone(),
+            files: referenced
+                .iter()
+                .cloned()
+                .zip(input.1.iter().cloned())
+                .collect(),
+        };
+        let snap = self
+            .compile(&input.0, &preloaded)
+            .map_err(|e| self.rejected(e))?;
         // Bind new ports before publishing, so a port we cannot open rejects the reload.
         let mut fresh = Vec::new();
         for l in &snap.listeners {
@@ -393,8 +405,13 @@ impl ConfigTask {
                     None => return,
                 },
                 () = changed.notified() => {
-                    // Debounce: wait until the files have been quiet for a moment.
-                    while tokio::time::timeout(DEBOUNCE, changed.notified()).await.is_ok() {}
+                    // Debounce: wait until the files have been quiet for a moment, but never
+                    // longer than MAX_DEBOUNCE, so a busy directory cannot starve reloads.
+                    let until = tokio::time::Instant::now() + MAX_DEBOUNCE;
+                    while tokio::time::timeout_at(until.min(tokio::time::Instant::now() + DEBOUNCE), changed.notified())
+                        .await
+                        .is_ok()
+                    {}
                     let _ = self.reload().await;
                 }
                 () = self.drain.token.cancelled() => return,

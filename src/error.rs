@@ -35,6 +35,8 @@ pub enum ErrorKind {
     RefusedStream,
     /// The upstream closed or reset before a complete response head.
     UpstreamReset,
+    /// The TLS handshake with the upstream failed (certificate, protocol).
+    UpstreamTls,
     /// The per-try timeout fired.
     PerTryTimeout,
     /// The route timeout fired.
@@ -110,7 +112,8 @@ impl ProxyError {
             | ErrorKind::ConnectTimeout
             | ErrorKind::NoHealthyEndpoint
             | ErrorKind::RefusedStream
-            | ErrorKind::UpstreamReset => StatusCode::SERVICE_UNAVAILABLE,
+            | ErrorKind::UpstreamReset
+            | ErrorKind::UpstreamTls => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -122,6 +125,9 @@ impl ProxyError {
             ErrorKind::NoHealthyEndpoint => "no healthy upstream",
             ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout => {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+            }
+            ErrorKind::UpstreamTls => {
+                "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS error"
             }
             ErrorKind::RefusedStream => {
                 "upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset"
@@ -142,7 +148,7 @@ impl ProxyError {
         match self.kind {
             ErrorKind::NoRoute | ErrorKind::Misdirected => "NR",
             ErrorKind::NoHealthyEndpoint => "UH",
-            ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout => "UF",
+            ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout | ErrorKind::UpstreamTls => "UF",
             ErrorKind::RefusedStream => "UR",
             ErrorKind::UpstreamReset => "UC",
             ErrorKind::PerTryTimeout | ErrorKind::RouteTimeout => "UT",
@@ -157,7 +163,7 @@ impl ProxyError {
     pub fn retry_conditions(&self) -> RetryOn {
         let resetish = RetryOn::RESET | RetryOn::FIVE_XX | RetryOn::GATEWAY_ERROR;
         match self.kind {
-            ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout => {
+            ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout | ErrorKind::UpstreamTls => {
                 resetish | RetryOn::CONNECT_FAILURE
             }
             ErrorKind::RefusedStream => resetish | RetryOn::REFUSED_STREAM,
@@ -173,6 +179,7 @@ impl ProxyError {
             self.kind,
             ErrorKind::ConnectFailed
                 | ErrorKind::ConnectTimeout
+                | ErrorKind::UpstreamTls
                 | ErrorKind::RefusedStream
                 | ErrorKind::NoHealthyEndpoint
         )

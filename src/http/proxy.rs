@@ -28,7 +28,7 @@ use crate::config::{ConfigStore, Snapshot, TlsMode, TlsServer};
 use crate::error::{ErrorKind, ProxyError};
 use crate::metrics::Metrics;
 use crate::route::{host_of, pattern_matches, Action, RequestView, Route, WeightedDestination};
-use crate::upstream::{retry, Cluster, Protocol};
+use crate::upstream::{retry, Cluster};
 
 /// Shared, per-process request handling state.
 #[derive(Debug, Clone)]
@@ -237,34 +237,14 @@ impl Proxy {
             Some(q) => format!("{path}?{q}"),
             None => path.to_owned(),
         };
-        let uri = match cluster.protocol {
-            Protocol::Http1 => path_and_query.parse::<Uri>(),
-            Protocol::Http2 => format!("http://{authority}{path_and_query}").parse::<Uri>(),
-        };
-        let Ok(uri) = uri else {
-            return finish_error(rec, &ProxyError::new(ErrorKind::BadRequest));
-        };
         let downstream_version = parts.version;
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::set_forwarded(&mut parts.headers, conn.client.ip(), conn.scheme);
         dest.headers.request.apply(&mut parts.headers);
         route.headers.request.apply(&mut parts.headers);
-        match cluster.protocol {
-            Protocol::Http1 => match HeaderValue::from_str(&authority) {
-                Ok(h) => {
-                    parts.headers.insert(HOST, h);
-                }
-                Err(_) => return finish_error(rec, &ProxyError::new(ErrorKind::BadRequest)),
-            },
-            Protocol::Http2 => {
-                parts.headers.remove(HOST);
-            }
-        }
-        let version = match cluster.protocol {
-            Protocol::Http1 => Version::HTTP_11,
-            Protocol::Http2 => Version::HTTP_2,
+        let Ok(host_header) = HeaderValue::from_str(&authority) else {
+            return finish_error(rec, &ProxyError::new(ErrorKind::BadRequest));
         };
-
         // Request body: buffered when small enough to replay, streamed otherwise.
         let policy = &route.retry;
         let content_length = parts
@@ -307,11 +287,25 @@ impl Proxy {
             };
             let attempt = async {
                 let co = ep.pool.checkout(fresh).await?;
+                let mut headers = parts.headers.clone();
+                // HTTP/2 carries the authority in the URI; HTTP/1.1 in Host, origin-form.
+                let (uri, version) = if co.is_h2() {
+                    headers.remove(HOST);
+                    let scheme = if co.is_tls() { "https" } else { "http" };
+                    (
+                        format!("{scheme}://{authority}{path_and_query}").parse::<Uri>(),
+                        Version::HTTP_2,
+                    )
+                } else {
+                    headers.insert(HOST, host_header.clone());
+                    (path_and_query.parse::<Uri>(), Version::HTTP_11)
+                };
+                let uri = uri.map_err(|e| ProxyError::with(ErrorKind::BadRequest, e))?;
                 let mut req = Request::new(slot.take());
                 *req.method_mut() = parts.method.clone();
-                *req.uri_mut() = uri.clone();
+                *req.uri_mut() = uri;
                 *req.version_mut() = version;
-                *req.headers_mut() = parts.headers.clone();
+                *req.headers_mut() = headers;
                 *req.extensions_mut() = parts.extensions.clone();
                 co.send(req).await
             };

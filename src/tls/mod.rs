@@ -6,6 +6,7 @@
 //!
 //! Depends on: rustls, tokio-rustls, tls-parser.
 
+pub mod client;
 pub mod peek;
 pub mod server;
 pub mod sni;

@@ -30,41 +30,78 @@ pub struct Pem {
     pub origin: String,
 }
 
-/// Where `credentialName` certificates come from. Files today; Kubernetes Secrets later.
+/// Where certificates come from: `credentialName` lookups and the files a config names.
+/// Files today; Kubernetes Secrets later.
 pub trait Credentials: Send + Sync + std::fmt::Debug {
-    /// The credential `name` for a Gateway in `namespace`.
-    fn load(&self, namespace: &str, name: &str) -> Result<Pem, String>;
-}
+    /// The directory `credentialName` resolves in.
+    fn certs_dir(&self) -> &Path;
 
-/// `credentialName: NAME` -> `<dir>/NAME/tls.crt`, `tls.key` and `ca.crt` (or
-/// `<dir>/NAME-cacert/ca.crt`, Istio's separate CA secret).
-#[derive(Debug, Clone)]
-pub struct CertsDir(pub PathBuf);
+    /// Read a certificate or key file.
+    fn read_file(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
 
-impl Credentials for CertsDir {
+    /// The credential `name` for a Gateway in `namespace`: `<dir>/NAME/tls.crt`, `tls.key`
+    /// and `ca.crt` (or `<dir>/NAME-cacert/ca.crt`, Istio's separate CA secret).
     fn load(&self, _namespace: &str, name: &str) -> Result<Pem, String> {
         if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
             return Err(format!("invalid credential name {name:?}"));
         }
-        let dir = self.0.join(name);
-        let read =
-            |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+        let dir = self.certs_dir().join(name);
+        let read = |p: &Path| {
+            self.read_file(p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))
+        };
         let cert = read(&dir.join("tls.crt"))?;
         let key = read(&dir.join("tls.key"))?;
-        let ca = [
-            dir.join("ca.crt"),
-            self.0.join(format!("{name}-cacert")).join("ca.crt"),
-        ]
-        .iter()
-        .find(|p| p.is_file())
-        .map(|p| read(p))
-        .transpose()?;
+        let separate = self
+            .certs_dir()
+            .join(format!("{name}-cacert"))
+            .join("ca.crt");
+        let ca = [dir.join("ca.crt"), separate]
+            .iter()
+            .find_map(|p| self.read_file(p).ok());
         Ok(Pem {
             cert,
             key,
             ca,
             origin: dir.display().to_string(),
         })
+    }
+}
+
+/// Certificates read straight from `--certs-dir` and the paths a config names.
+#[derive(Debug, Clone)]
+pub struct CertsDir(pub PathBuf);
+
+impl Credentials for CertsDir {
+    fn certs_dir(&self) -> &Path {
+        &self.0
+    }
+}
+
+/// Certificates read once, before compiling, so what a snapshot serves is exactly what was
+/// recorded as its input (a file rewritten during a compile cannot go unnoticed). Paths not
+/// read beforehand fall back to the disk.
+#[derive(Debug, Clone)]
+pub struct Preloaded {
+    /// The `--certs-dir`.
+    pub dir: PathBuf,
+    /// Contents by path; `None` for a file that did not exist.
+    pub files: HashMap<PathBuf, Option<Vec<u8>>>,
+}
+
+impl Credentials for Preloaded {
+    fn certs_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn read_file(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        match self.files.get(path) {
+            Some(Some(b)) => Ok(b.clone()),
+            Some(None) => Err(std::io::ErrorKind::NotFound.into()),
+            None => std::fs::read(path),
+        }
     }
 }
 

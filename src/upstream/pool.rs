@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 
 use crate::body::UpBody;
 use crate::error::{ErrorKind, ProxyError};
+use crate::tls::client::ClientTls;
 
 /// Where an endpoint lives.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -76,7 +77,7 @@ impl Default for PoolSettings {
 #[derive(Debug, Default)]
 pub struct Registry {
     settings: PoolSettings,
-    pools: Mutex<HashMap<(Target, Protocol), Weak<EndpointPool>>>,
+    pools: Mutex<HashMap<(Target, Protocol, u64), Weak<EndpointPool>>>,
 }
 
 impl Registry {
@@ -88,19 +89,26 @@ impl Registry {
         }
     }
 
-    /// The pool for `target` over `protocol`, shared with any live snapshot that has it.
-    pub fn pool(&self, target: Target, protocol: Protocol) -> Arc<EndpointPool> {
+    /// The pool for `target` over `protocol` (through `tls` when set), shared with any live
+    /// snapshot that has the same endpoint and settings.
+    pub fn pool(
+        &self,
+        target: Target,
+        protocol: Protocol,
+        tls: Option<Arc<ClientTls>>,
+    ) -> Arc<EndpointPool> {
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         if pools.len() > 64 {
             pools.retain(|_, w| w.strong_count() > 0);
         }
-        let key = (target, protocol);
+        let key = (target, protocol, tls.as_ref().map_or(0, |t| t.id));
         if let Some(p) = pools.get(&key).and_then(Weak::upgrade) {
             return p;
         }
         let pool = Arc::new(EndpointPool {
             target: key.0.clone(),
             protocol,
+            tls,
             settings: self.settings,
             idle: Mutex::default(),
             shared_h2: Mutex::default(),
@@ -119,6 +127,7 @@ struct Idle {
 pub struct EndpointPool {
     target: Target,
     protocol: Protocol,
+    tls: Option<Arc<ClientTls>>,
     settings: PoolSettings,
     idle: Mutex<Vec<Idle>>,
     shared_h2: Mutex<Option<http2::SendRequest<UpBody>>>,
@@ -221,64 +230,85 @@ impl EndpointPool {
 
     /// A connection to send one request on: an idle one unless `fresh`, else a new one.
     pub async fn checkout(self: &Arc<Self>, fresh: bool) -> Result<Checkout, ProxyError> {
-        match self.protocol {
-            Protocol::Http1 => {
-                if !fresh {
-                    if let Some(tx) = self.take_idle() {
-                        return Ok(Checkout {
-                            pool: self.clone(),
-                            sender: Sender::H1(tx),
-                            reused: true,
-                        });
-                    }
-                }
-                let io = TokioIo::new(self.connect_tcp().await?);
-                let (tx, conn) = http1::Builder::new()
-                    .preserve_header_case(true)
-                    .handshake(io)
-                    .await
-                    .map_err(|e| ProxyError::with(ErrorKind::ConnectFailed, e))?;
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "upstream connection closed with error");
-                    }
-                });
-                Ok(Checkout {
-                    pool: self.clone(),
-                    sender: Sender::H1(tx),
-                    reused: false,
-                })
+        if !fresh {
+            let shared = self
+                .shared_h2
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(tx) = shared.filter(|tx| !tx.is_closed()) {
+                return Ok(self.checked(Sender::H2(tx), true));
             }
-            Protocol::Http2 => {
-                if !fresh {
-                    let shared = self.shared_h2.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(tx) = shared.as_ref().filter(|tx| !tx.is_closed()) {
-                        return Ok(Checkout {
-                            pool: self.clone(),
-                            sender: Sender::H2(tx.clone()),
-                            reused: true,
-                        });
-                    }
-                }
-                let io = TokioIo::new(self.connect_tcp().await?);
-                let (tx, conn) = http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .keep_alive_interval(Duration::from_secs(30))
-                    .handshake(io)
-                    .await
-                    .map_err(|e| ProxyError::with(ErrorKind::ConnectFailed, e))?;
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "upstream h2 connection closed with error");
-                    }
-                });
-                *self.shared_h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
-                Ok(Checkout {
-                    pool: self.clone(),
-                    sender: Sender::H2(tx),
-                    reused: false,
-                })
+            if let Some(tx) = self.take_idle() {
+                return Ok(self.checked(Sender::H1(tx), true));
             }
+        }
+        let deadline = tokio::time::Instant::now() + self.settings.connect_timeout;
+        let tcp = self.connect_tcp().await?;
+        match &self.tls {
+            None => {
+                self.handshake(TokioIo::new(tcp), self.protocol == Protocol::Http2)
+                    .await
+            }
+            Some(t) => {
+                let connector = tokio_rustls::TlsConnector::from(t.config.clone());
+                let tls = match tokio::time::timeout_at(
+                    deadline,
+                    connector.connect(t.server_name.clone(), tcp),
+                )
+                .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::warn!(upstream = %self.target, error = %e, "upstream TLS handshake failed");
+                        return Err(ProxyError::with(ErrorKind::UpstreamTls, e));
+                    }
+                    Err(_) => return Err(ProxyError::new(ErrorKind::ConnectTimeout)),
+                };
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                self.handshake(TokioIo::new(tls), h2).await
+            }
+        }
+    }
+
+    fn checked(self: &Arc<Self>, sender: Sender, reused: bool) -> Checkout {
+        Checkout {
+            pool: self.clone(),
+            sender,
+            reused,
+        }
+    }
+
+    async fn handshake<I>(self: &Arc<Self>, io: I, h2: bool) -> Result<Checkout, ProxyError>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        if h2 {
+            let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(30))
+                .handshake(io)
+                .await
+                .map_err(|e| ProxyError::with(ErrorKind::ConnectFailed, e))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "upstream h2 connection closed with error");
+                }
+            });
+            *self.shared_h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
+            Ok(self.checked(Sender::H2(tx), false))
+        } else {
+            let (tx, conn) = http1::Builder::new()
+                .preserve_header_case(true)
+                .handshake(io)
+                .await
+                .map_err(|e| ProxyError::with(ErrorKind::ConnectFailed, e))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "upstream connection closed with error");
+                }
+            });
+            Ok(self.checked(Sender::H1(tx), false))
         }
     }
 
@@ -302,6 +332,16 @@ pub struct Checkout {
 }
 
 impl Checkout {
+    /// Whether the request goes over HTTP/2 (absolute URI, no Host header).
+    pub fn is_h2(&self) -> bool {
+        matches!(self.sender, Sender::H2(_))
+    }
+
+    /// Whether the connection is TLS (the URI scheme for HTTP/2).
+    pub fn is_tls(&self) -> bool {
+        self.pool.tls.is_some()
+    }
+
     /// Send `req` and wait for the response head.
     pub async fn send(self, req: Request<UpBody>) -> Result<Sent, ProxyError> {
         let reused = self.reused;

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod gateway;
+pub mod pki;
 pub mod upstream;
 
 use std::future::Future;

@@ -214,6 +214,7 @@ pub fn compile(raw: &RawSet, opts: &CompileOptions<'_>) -> Result<Snapshot, Comp
         &raw.workload_entries,
         &raw.destination_rules,
         opts.registry,
+        opts.credentials,
         &mut errors,
         &mut warnings,
     );
@@ -314,7 +315,9 @@ pub fn compile(raw: &RawSet, opts: &CompileOptions<'_>) -> Result<Snapshot, Comp
                 message: format!("--mesh-port {mesh_port} is also a Gateway server port"),
             });
         }
-        tables.insert(mesh_port, mesh_table(raw, &compiled));
+        let mut table = mesh_table(raw, &compiled);
+        mesh_defaults(raw, &mut services, &mut table, &mut errors, &mut warnings);
+        tables.insert(mesh_port, table);
         listeners.push(Listener {
             port: mesh_port,
             kind: ListenerKind::Mesh,
@@ -514,6 +517,115 @@ fn tcp_routes(
         }
     }
     out
+}
+
+/// Istio's sidecar gives every declared service a default route, so a client using the mesh
+/// port reaches a ServiceEntry host without any VirtualService (the egress examples rely on
+/// it). One route per HTTP-family port, chosen by the port in the authority; a last route
+/// for an authority without a port (port 80 if declared, else the first port).
+fn mesh_defaults(
+    raw: &RawSet,
+    services: &mut services::Services<'_>,
+    table: &mut RouteTable,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) {
+    use crate::config::istio::{Destination, PortSelector, VirtualService};
+    use crate::config::raw::Res;
+    use crate::route::{
+        Action, Forward, HeaderOps, MatchBlock, RetryPolicy, Route, StrMatch, WeightedDestination,
+    };
+    for se in &raw.service_entries {
+        let ports: Vec<u32> = se
+            .spec
+            .ports
+            .iter()
+            .filter(|p| {
+                !matches!(
+                    p.protocol
+                        .as_deref()
+                        .map(str::to_ascii_uppercase)
+                        .as_deref(),
+                    Some("TCP" | "TLS" | "MONGO" | "MYSQL" | "REDIS" | "UDP")
+                )
+            })
+            .map(|p| p.number)
+            .collect();
+        let Some(&fallback) = ports.iter().find(|p| **p == 80).or(ports.first()) else {
+            continue;
+        };
+        // Errors, should any arise, point at the ServiceEntry.
+        let origin = Res {
+            kind: "ServiceEntry",
+            name: se.name.clone(),
+            namespace: se.namespace.clone(),
+            labels: Default::default(),
+            spec: VirtualService::default(),
+            origin: se.origin.clone(),
+        };
+        for host in se.spec.hosts.iter().filter(|h| !h.contains('*')) {
+            let host = host.to_ascii_lowercase();
+            if table
+                .hosts
+                .lookup(&host)
+                .is_some_and(|v| v.name.as_ref() == host)
+            {
+                continue; // a VirtualService owns this host
+            }
+            let mut routes = Vec::new();
+            for (i, port) in ports
+                .iter()
+                .map(|p| (Some(*p), *p))
+                .chain([(None, fallback)])
+                .enumerate()
+            {
+                let dest = Destination {
+                    host: host.clone(),
+                    subset: None,
+                    port: Some(PortSelector { number: port.1 }),
+                };
+                let Some(cluster) = services.cluster_for(&origin, "hosts", &dest, errors, warnings)
+                else {
+                    continue;
+                };
+                let authority = port
+                    .0
+                    .map(|p| StrMatch::regex(&format!("(?i){}:{p}", regex::escape(&host))));
+                let Some(authority) = authority.transpose().ok() else {
+                    continue;
+                };
+                routes.push(Route {
+                    virtual_service: se.key().into(),
+                    index: i,
+                    name: format!("default|{host}|{}", port.1).into(),
+                    matches: authority
+                        .map(|a| MatchBlock {
+                            authority: Some(a),
+                            ..MatchBlock::default()
+                        })
+                        .into_iter()
+                        .collect(),
+                    action: Action::Forward(Forward {
+                        destinations: vec![WeightedDestination {
+                            weight: 100,
+                            cluster,
+                            headers: HeaderOps::default(),
+                        }],
+                        total_weight: 100,
+                    }),
+                    rewrite: None,
+                    headers: HeaderOps::default(),
+                    timeout: None,
+                    retry: RetryPolicy::default(),
+                });
+            }
+            let vh = table.hosts.entry_or_insert_with(&host, || VirtualHost {
+                name: host.as_str().into(),
+                ..VirtualHost::default()
+            });
+            vh.routes.extend(routes);
+        }
+    }
 }
 
 fn mesh_table(raw: &RawSet, compiled: &[CompiledVs]) -> RouteTable {

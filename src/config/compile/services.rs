@@ -13,10 +13,13 @@ use std::sync::Arc;
 
 use crate::config::error::ConfigError;
 use crate::config::istio::{
-    Destination, DestinationRule, ServiceEntry, ServicePort, VirtualService, WorkloadEntry,
+    ClientTlsSettings, Destination, DestinationRule, ServiceEntry, ServicePort, TrafficPolicy,
+    VirtualService, WorkloadEntry,
 };
 use crate::config::raw::Res;
 use crate::route::pattern_matches;
+use crate::tls::client::{self, ClientParams, ClientTls};
+use crate::tls::server::Credentials;
 use crate::upstream::{Cluster, Endpoint, Protocol, Registry, Target};
 
 const RESOLUTIONS: [&str; 4] = ["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"];
@@ -41,6 +44,7 @@ pub(super) struct Services<'a> {
     se_wild: Vec<(String, usize)>,
     dr_by_host: HashMap<String, usize>,
     registry: &'a Registry,
+    credentials: &'a dyn Credentials,
     pub(super) clusters: Vec<Arc<Cluster>>,
     cluster_idx: HashMap<(String, u16, String), usize>,
 }
@@ -52,6 +56,7 @@ impl<'a> Services<'a> {
         wes: &'a [Res<WorkloadEntry>],
         drs: &'a [Res<DestinationRule>],
         registry: &'a Registry,
+        credentials: &'a dyn Credentials,
         errors: &mut Vec<ConfigError>,
         warnings: &mut Vec<ConfigError>,
     ) -> Self {
@@ -94,30 +99,12 @@ impl<'a> Services<'a> {
                         format!("duplicate subset {}", sub.name),
                     ));
                 }
-                if sub.traffic_policy.is_some() {
-                    warnings.push(dr.error(
-                        format!("subsets[{s}].trafficPolicy"),
-                        "not supported yet: ignored",
-                    ));
+                if let Some(tp) = &sub.traffic_policy {
+                    policy_warnings(dr, &format!("subsets[{s}].trafficPolicy"), tp, warnings);
                 }
             }
             if let Some(tp) = &dr.spec.traffic_policy {
-                for (field, present) in [
-                    ("loadBalancer", tp.load_balancer.is_some()),
-                    ("connectionPool", tp.connection_pool.is_some()),
-                    ("outlierDetection", tp.outlier_detection.is_some()),
-                    ("tls", tp.tls.is_some()),
-                    ("portLevelSettings", tp.port_level_settings.is_some()),
-                    ("tunnel", tp.tunnel.is_some()),
-                    ("proxyProtocol", tp.proxy_protocol.is_some()),
-                ] {
-                    if present {
-                        warnings.push(dr.error(
-                            format!("trafficPolicy.{field}"),
-                            "not supported yet: ignored",
-                        ));
-                    }
-                }
+                policy_warnings(dr, "trafficPolicy", tp, warnings);
             }
             let literal = dr.spec.host.to_ascii_lowercase();
             for key in std::iter::once(literal.clone()).chain(expand_short(&literal, &dr.namespace))
@@ -142,6 +129,7 @@ impl<'a> Services<'a> {
             se_wild,
             dr_by_host,
             registry,
+            credentials,
             clusters: Vec::new(),
             cluster_idx: HashMap::new(),
         }
@@ -268,7 +256,19 @@ impl<'a> Services<'a> {
         if let Some(i) = self.cluster_idx.get(&key) {
             return Some(*i);
         }
-        let endpoints = self.endpoints(se, &service, port, &subset_labels);
+        let dr = self.find_dr(&service, &dest.host, &vs.namespace);
+        let h2 = matches!(
+            port.protocol
+                .as_deref()
+                .map(str::to_ascii_uppercase)
+                .as_deref(),
+            Some("HTTP2" | "GRPC" | "GRPC-WEB")
+        );
+        let tls = match dr {
+            Some(dr) => self.client_tls(dr, &subset, port.number, &service, h2, errors)?,
+            None => None,
+        };
+        let endpoints = self.endpoints(se, &service, port, &subset_labels, tls);
         let name: Arc<str> = format!("outbound|{}|{}|{}", port.number, subset, service).into();
         if endpoints.is_empty() {
             warnings.push(vs.error(
@@ -300,12 +300,133 @@ impl<'a> Services<'a> {
         Some(i)
     }
 
+    /// The TLS origination settings for (`subset`, `port`) of `dr`: the most specific of
+    /// subset port-level, subset, port-level and rule-level `tls`, as Istio merges them.
+    /// `None` when they are invalid (errors recorded).
+    fn client_tls(
+        &self,
+        dr: &Res<DestinationRule>,
+        subset: &str,
+        port: u32,
+        service: &str,
+        h2: bool,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<Option<Arc<ClientTls>>> {
+        let level =
+            |tp: Option<&TrafficPolicy>, base: String| -> Option<(ClientTlsSettings, String)> {
+                let tp = tp?;
+                if let Some((i, p)) = tp
+                    .port_level_settings
+                    .iter()
+                    .enumerate()
+                    .find(|(_, p)| p.port.as_ref().is_some_and(|s| s.number == port))
+                {
+                    if let Some(t) = &p.tls {
+                        return Some((t.clone(), format!("{base}portLevelSettings[{i}].tls")));
+                    }
+                }
+                tp.tls.clone().map(|t| (t, format!("{base}tls")))
+            };
+        let sub = dr
+            .spec
+            .subsets
+            .iter()
+            .enumerate()
+            .find(|(_, s)| !subset.is_empty() && s.name == subset);
+        let chosen = sub
+            .and_then(|(i, s)| {
+                level(
+                    s.traffic_policy.as_ref(),
+                    format!("subsets[{i}].trafficPolicy."),
+                )
+            })
+            .or_else(|| level(dr.spec.traffic_policy.as_ref(), "trafficPolicy.".to_owned()));
+        let Some((t, f)) = chosen else {
+            return Some(None);
+        };
+        let mode = t.mode.as_deref().unwrap_or("DISABLE");
+        match mode {
+            "DISABLE" => return Some(None),
+            "SIMPLE" | "MUTUAL" => {}
+            "ISTIO_MUTUAL" => {
+                errors.push(dr.error(
+                    format!("{f}.mode"),
+                    "ISTIO_MUTUAL needs Istio's own certificates: use MUTUAL with clientCertificate, privateKey and caCertificates",
+                ));
+                return None;
+            }
+            other => {
+                errors.push(dr.error(format!("{f}.mode"), format!("unknown TLS mode {other}")));
+                return None;
+            }
+        }
+        let read = |field: &str, path: &str, errors: &mut Vec<ConfigError>| match self
+            .credentials
+            .read_file(std::path::Path::new(path))
+        {
+            Ok(b) => Some(b),
+            Err(e) => {
+                errors.push(dr.error(format!("{f}.{field}"), format!("cannot read {path}: {e}")));
+                None
+            }
+        };
+        let mut params = ClientParams {
+            sni: t.sni.clone().unwrap_or_else(|| service.to_owned()),
+            subject_alt_names: t.subject_alt_names.clone(),
+            insecure_skip_verify: t.insecure_skip_verify.unwrap_or(false),
+            h2,
+            ..ClientParams::default()
+        };
+        if let Some(name) = &t.credential_name {
+            match self.credentials.load(&dr.namespace, name) {
+                Ok(pem) => {
+                    params.ca = pem.ca;
+                    if mode == "MUTUAL" {
+                        params.client_cert = Some((pem.cert, pem.key));
+                    }
+                }
+                Err(e) => {
+                    errors.push(dr.error(format!("{f}.credentialName"), e));
+                    return None;
+                }
+            }
+        } else {
+            if let Some(ca) = &t.ca_certificates {
+                params.ca = Some(read("caCertificates", ca, errors)?);
+            }
+            if mode == "MUTUAL" {
+                match (&t.client_certificate, &t.private_key) {
+                    (Some(c), Some(k)) => {
+                        let c = read("clientCertificate", c, errors);
+                        let k = read("privateKey", k, errors);
+                        params.client_cert = Some((c?, k?));
+                    }
+                    _ => {
+                        errors.push(dr.error(
+                            &f,
+                            "MUTUAL needs clientCertificate and privateKey (or credentialName)",
+                        ));
+                        return None;
+                    }
+                }
+            }
+        }
+        match client::build(&params) {
+            Ok(c) => Some(Some(Arc::new(c))),
+            Err(e) => {
+                errors.push(dr.error(format!("{f}.{}", e.field), e.message));
+                None
+            }
+        }
+    }
+
     fn endpoints(
         &self,
         se: &Res<ServiceEntry>,
         service: &str,
         port: &ServicePort,
         subset: &BTreeMap<String, String>,
+        tls: Option<Arc<ClientTls>>,
     ) -> Vec<Endpoint> {
         let protocol = match port
             .protocol
@@ -333,7 +454,7 @@ impl<'a> Services<'a> {
         let mk = |target: Target, weight: u32, labels: BTreeMap<String, String>| Endpoint {
             weight: weight.max(1),
             labels,
-            pool: self.registry.pool(target, protocol),
+            pool: self.registry.pool(target, protocol, tls.clone()),
         };
         if resolution == "NONE" || (workloads.is_empty() && resolution != "STATIC") {
             // NONE: connect to the service host itself (for a wildcard entry, the host the
@@ -365,6 +486,44 @@ impl<'a> Services<'a> {
                 Some(mk(target, w.weight.unwrap_or(1), w.labels.clone()))
             })
             .collect()
+    }
+}
+
+/// Warn about the traffic-policy fields meshgate does not act on yet.
+fn policy_warnings(
+    dr: &Res<DestinationRule>,
+    base: &str,
+    tp: &TrafficPolicy,
+    warnings: &mut Vec<ConfigError>,
+) {
+    let mut fields = vec![
+        ("loadBalancer".to_owned(), tp.load_balancer.is_some()),
+        ("connectionPool".to_owned(), tp.connection_pool.is_some()),
+        (
+            "outlierDetection".to_owned(),
+            tp.outlier_detection.is_some(),
+        ),
+        ("tunnel".to_owned(), tp.tunnel.is_some()),
+        ("proxyProtocol".to_owned(), tp.proxy_protocol.is_some()),
+    ];
+    for (i, p) in tp.port_level_settings.iter().enumerate() {
+        fields.push((
+            format!("portLevelSettings[{i}].loadBalancer"),
+            p.load_balancer.is_some(),
+        ));
+        fields.push((
+            format!("portLevelSettings[{i}].connectionPool"),
+            p.connection_pool.is_some(),
+        ));
+        fields.push((
+            format!("portLevelSettings[{i}].outlierDetection"),
+            p.outlier_detection.is_some(),
+        ));
+    }
+    for (field, present) in fields {
+        if present {
+            warnings.push(dr.error(format!("{base}.{field}"), "not supported yet: ignored"));
+        }
     }
 }
 

@@ -92,9 +92,9 @@ pub(super) fn compile(
             }
         },
         (None, Some(cert), Some(key)) => {
-            let read = |field: &str, path: &str, errors: &mut Vec<ConfigError>| match std::fs::read(
-                path,
-            ) {
+            let read = |field: &str, path: &str, errors: &mut Vec<ConfigError>| match credentials
+                .read_file(std::path::Path::new(path))
+            {
                 Ok(b) => Some(b),
                 Err(e) => {
                     errors

@@ -16,12 +16,12 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-pub(crate) use destination_rule::DestinationRule;
+pub(crate) use destination_rule::{ClientTlsSettings, DestinationRule, TrafficPolicy};
 pub(crate) use gateway::{Gateway, ServerTlsSettings};
 pub(crate) use service_entry::{ServiceEntry, ServicePort, WorkloadEntry};
 pub(crate) use virtual_service::{
     Destination, HeaderOperations, Headers, HttpDirectResponse, HttpMatchRequest, HttpRedirect,
-    HttpRetry, HttpRoute, L4Match, RouteDestination, StringMatch, VirtualService,
+    HttpRetry, HttpRoute, L4Match, PortSelector, RouteDestination, StringMatch, VirtualService,
 };
 
 /// The `metadata` block every resource carries; only the fields meshgate uses.

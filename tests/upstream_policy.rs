@@ -1108,3 +1108,105 @@ async fn admin_reports_readiness_and_config_dump() {
         format!("127.0.0.1:{}", a.port())
     );
 }
+
+// ---- loadBalancer.simple ----
+
+/// A DestinationRule for `SVC` with `loadBalancer: {simple: <alg>}`.
+fn lb_rule(alg: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: lb\nspec:\n  host: {SVC}\n  trafficPolicy:\n    loadBalancer:\n      simple: {alg}\n---\n"
+    )
+}
+
+async fn start_lb(alg: &str, a: &UpstreamHandle, b: &UpstreamHandle) -> TestGateway {
+    let yaml = format!(
+        "{}{}{}{}",
+        http_gateway("gw", 8080, &["*"]),
+        service(SVC, &[(a.port(), 1), (b.port(), 1)]),
+        lb_rule(alg),
+        virtual_service("app", HOST, &rule(SVC, None, &[])),
+    );
+    TestGateway::start(&yaml).await
+}
+
+#[tokio::test]
+async fn round_robin_alternates_and_random_spreads() {
+    let (a, b) = (
+        Upstream::new("a").run().await,
+        Upstream::new("b").run().await,
+    );
+    let gw = start_lb("ROUND_ROBIN", &a, &b).await;
+    let bodies: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..10 {
+            v.push(app(&gw).send("/").await.body);
+        }
+        v
+    };
+    for pair in bodies.windows(2) {
+        assert_ne!(pair[0], pair[1], "round robin alternates: {bodies:?}");
+    }
+    let (a, b) = (
+        Upstream::new("a").run().await,
+        Upstream::new("b").run().await,
+    );
+    let gw = start_lb("RANDOM", &a, &b).await;
+    for _ in 0..400 {
+        assert_eq!(app(&gw).send("/").await.status, 200);
+    }
+    let share = a.hits() as f64 / 400.0;
+    assert!((share - 0.5).abs() < 0.1, "random share {share}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_request_avoids_the_busy_endpoint() {
+    // One endpoint holds three slow requests in flight; three are idle. Power of two choices
+    // sends a new request to the busy one only when both draws hit it (1/16); a random or
+    // round-robin pick would send a quarter of the requests there.
+    let slow = Upstream::new("slow")
+        .delay_first(3, Duration::from_secs(2))
+        .run()
+        .await;
+    let idle = [
+        Upstream::new("i1").run().await,
+        Upstream::new("i2").run().await,
+        Upstream::new("i3").run().await,
+    ];
+    let yaml = format!(
+        "{}{}{}{}",
+        http_gateway("gw", 8080, &["*"]),
+        service(
+            SVC,
+            &[
+                (slow.port(), 1),
+                (idle[0].port(), 1),
+                (idle[1].port(), 1),
+                (idle[2].port(), 1)
+            ]
+        ),
+        lb_rule("LEAST_REQUEST"),
+        virtual_service("app", HOST, &rule(SVC, None, &["retries: {attempts: 0}"])),
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let mut busy = Vec::new();
+    support::within(async {
+        while slow.hits() < 3 {
+            let c = app(&gw);
+            busy.push(tokio::spawn(async move { c.send("/").await }));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let before = slow.hits();
+    for _ in 0..96 {
+        assert_eq!(app(&gw).send("/").await.status, 200);
+    }
+    let to_slow = slow.hits() - before;
+    assert!(
+        to_slow <= 13,
+        "least request sent {to_slow} of 96 to the busy endpoint (random: ~24)"
+    );
+    for t in busy {
+        assert_eq!(support::within(t).await.unwrap().status, 200);
+    }
+}

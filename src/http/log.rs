@@ -12,7 +12,7 @@ use http::{HeaderValue, Method};
 
 use crate::body::Completion;
 use crate::metrics::Metrics;
-use crate::upstream::{Cluster, PooledConn};
+use crate::upstream::{Cluster, InFlight, PooledConn};
 
 /// Everything the end-of-request record needs.
 pub(crate) struct RequestRecord {
@@ -33,6 +33,8 @@ pub(crate) struct RequestRecord {
     pub(crate) flags: &'static str,
     pub(crate) request_bytes: RequestBytes,
     pub(crate) conn: Option<PooledConn>,
+    /// Counts the request against its endpoint (LEAST_REQUEST) until the body ends.
+    pub(crate) in_flight: Option<InFlight>,
 }
 
 /// Request body size: known up front, or counted while streaming.
@@ -52,6 +54,7 @@ impl RequestBytes {
 
 impl Completion for RequestRecord {
     fn finish(&mut self, bytes: u64, complete: bool) {
+        self.in_flight = None;
         if let Some(conn) = self.conn.take() {
             // An unfinished body leaves the connection mid-message: let it close.
             if complete {

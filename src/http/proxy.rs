@@ -119,6 +119,7 @@ impl Proxy {
             flags: "-",
             request_bytes: RequestBytes::Known(0),
             conn: None,
+            in_flight: None,
         };
         if rec.authority.is_empty() {
             return finish_error(rec, &ProxyError::new(ErrorKind::BadRequest));
@@ -285,6 +286,7 @@ impl Proxy {
             let Some((idx, ep)) = cluster.pick(avoid) else {
                 return finish_error(rec, &ProxyError::new(ErrorKind::NoHealthyEndpoint));
             };
+            let in_flight = cluster.start(idx);
             let attempt = async {
                 let co = ep.pool.checkout(fresh).await?;
                 let mut headers = parts.headers.clone();
@@ -351,6 +353,7 @@ impl Proxy {
                     rec.grpc_status = grpc_status;
                     rec.flags = if exhausted { "URX" } else { "-" };
                     rec.conn = sent.conn;
+                    rec.in_flight = Some(in_flight);
                     let body = ProxyBody::upstream(rbody).on_complete(Box::new(rec));
                     return Response::from_parts(rparts, body);
                 }

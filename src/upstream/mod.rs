@@ -11,7 +11,7 @@ pub mod pool;
 pub mod retry;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub use pool::{
@@ -19,7 +19,7 @@ pub use pool::{
 };
 
 /// One backend address of a cluster.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Endpoint {
     /// Relative weight (> 0).
     pub weight: u32,
@@ -27,6 +27,8 @@ pub struct Endpoint {
     pub labels: BTreeMap<String, String>,
     /// Connections to it.
     pub pool: Arc<EndpointPool>,
+    /// Requests in flight to it (LEAST_REQUEST).
+    pub active: AtomicUsize,
 }
 
 /// An Istio cluster: `outbound|port|subset|host`.
@@ -63,6 +65,7 @@ impl Cluster {
         port: u16,
         protocol: Protocol,
         endpoints: Vec<Endpoint>,
+        algorithm: balance::Algorithm,
     ) -> Self {
         let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
         let service_name = service.split('.').next().unwrap_or_default().into();
@@ -75,14 +78,45 @@ impl Cluster {
             port,
             protocol,
             endpoints,
-            balancer: balance::Balancer::new(&weights, AtomicUsize::new(0)),
+            balancer: balance::Balancer::new(algorithm, &weights),
         }
     }
 
     /// Pick an endpoint, avoiding `avoid` when another one exists (a retry should not go
     /// back to the endpoint that just failed).
     pub fn pick(&self, avoid: Option<usize>) -> Option<(usize, &Endpoint)> {
-        let i = self.balancer.pick(self.endpoints.len(), avoid)?;
+        let active = |i: usize| {
+            self.endpoints
+                .get(i)
+                .map_or(0, |e| e.active.load(Ordering::Relaxed))
+        };
+        let i = self.balancer.pick(self.endpoints.len(), avoid, active)?;
         self.endpoints.get(i).map(|e| (i, e))
+    }
+
+    /// Count a request in flight to endpoint `index` until the returned guard drops.
+    pub fn start(self: &Arc<Self>, index: usize) -> InFlight {
+        if let Some(e) = self.endpoints.get(index) {
+            e.active.fetch_add(1, Ordering::Relaxed);
+        }
+        InFlight {
+            cluster: self.clone(),
+            index,
+        }
+    }
+}
+
+/// A request in flight to one endpoint (see `Cluster::start`).
+#[derive(Debug)]
+pub struct InFlight {
+    cluster: Arc<Cluster>,
+    index: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(e) = self.cluster.endpoints.get(self.index) {
+            e.active.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }

@@ -20,6 +20,7 @@ use crate::config::raw::Res;
 use crate::route::pattern_matches;
 use crate::tls::client::{self, ClientParams, ClientTls};
 use crate::tls::server::Credentials;
+use crate::upstream::balance::Algorithm;
 use crate::upstream::{Cluster, Endpoint, Protocol, Registry, Target};
 
 const RESOLUTIONS: [&str; 4] = ["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"];
@@ -270,6 +271,7 @@ impl<'a> Services<'a> {
         };
         let endpoints = self.endpoints(se, &service, port, &subset_labels, tls);
         let name: Arc<str> = format!("outbound|{}|{}|{}", port.number, subset, service).into();
+        let subset_name = subset.clone();
         if endpoints.is_empty() {
             warnings.push(vs.error(
                 field.to_owned(),
@@ -293,6 +295,9 @@ impl<'a> Services<'a> {
             port_number,
             protocol,
             endpoints,
+            dr.map_or(Algorithm::default(), |dr| {
+                lb_algorithm(dr, &subset_name, port.number)
+            }),
         );
         self.clusters.push(Arc::new(cluster));
         let i = self.clusters.len() - 1;
@@ -455,6 +460,7 @@ impl<'a> Services<'a> {
             weight: weight.max(1),
             labels,
             pool: self.registry.pool(target, protocol, tls.clone()),
+            active: Default::default(),
         };
         if resolution == "NONE" || (workloads.is_empty() && resolution != "STATIC") {
             // NONE: connect to the service host itself (for a wildcard entry, the host the
@@ -489,6 +495,65 @@ impl<'a> Services<'a> {
     }
 }
 
+/// The `loadBalancer` of `dr` for (`subset`, `port`): the most specific of subset
+/// port-level, subset, port-level and rule-level settings.
+fn lb_algorithm(dr: &Res<DestinationRule>, subset: &str, port: u32) -> Algorithm {
+    let level = |tp: Option<&TrafficPolicy>| -> Option<serde_yaml_ng::Value> {
+        let tp = tp?;
+        tp.port_level_settings
+            .iter()
+            .find(|p| p.port.as_ref().is_some_and(|s| s.number == port))
+            .and_then(|p| p.load_balancer.clone())
+            .or_else(|| tp.load_balancer.clone())
+    };
+    let sub = dr
+        .spec
+        .subsets
+        .iter()
+        .find(|s| !subset.is_empty() && s.name == subset);
+    let lb = sub
+        .and_then(|s| level(s.traffic_policy.as_ref()))
+        .or_else(|| level(dr.spec.traffic_policy.as_ref()));
+    match lb
+        .as_ref()
+        .and_then(|v| v.get("simple"))
+        .and_then(|v| v.as_str())
+    {
+        Some("LEAST_REQUEST" | "LEAST_CONN") => Algorithm::LeastRequest,
+        Some("RANDOM") => Algorithm::Random,
+        _ => Algorithm::RoundRobin,
+    }
+}
+
+/// Warnings for a `loadBalancer` block: the parts meshgate does not implement.
+fn lb_warnings(
+    dr: &Res<DestinationRule>,
+    field: &str,
+    lb: &serde_yaml_ng::Value,
+    warnings: &mut Vec<ConfigError>,
+) {
+    match lb.get("simple").and_then(|v| v.as_str()) {
+        None | Some("UNSPECIFIED" | "ROUND_ROBIN" | "LEAST_REQUEST" | "LEAST_CONN" | "RANDOM") => {}
+        Some("PASSTHROUGH") => warnings.push(dr.error(
+            format!("{field}.simple"),
+            "PASSTHROUGH has no original destination at a gateway: ROUND_ROBIN is used",
+        )),
+        Some(other) => warnings.push(dr.error(
+            format!("{field}.simple"),
+            format!("unknown algorithm {other}: ROUND_ROBIN is used"),
+        )),
+    }
+    if let Some(map) = lb.as_mapping() {
+        for key in map
+            .keys()
+            .filter_map(|k| k.as_str())
+            .filter(|k| *k != "simple")
+        {
+            warnings.push(dr.error(format!("{field}.{key}"), "not supported yet: ignored"));
+        }
+    }
+}
+
 /// Warn about the traffic-policy fields meshgate does not act on yet.
 fn policy_warnings(
     dr: &Res<DestinationRule>,
@@ -496,8 +561,20 @@ fn policy_warnings(
     tp: &TrafficPolicy,
     warnings: &mut Vec<ConfigError>,
 ) {
+    if let Some(lb) = &tp.load_balancer {
+        lb_warnings(dr, &format!("{base}.loadBalancer"), lb, warnings);
+    }
+    for (i, p) in tp.port_level_settings.iter().enumerate() {
+        if let Some(lb) = &p.load_balancer {
+            lb_warnings(
+                dr,
+                &format!("{base}.portLevelSettings[{i}].loadBalancer"),
+                lb,
+                warnings,
+            );
+        }
+    }
     let mut fields = vec![
-        ("loadBalancer".to_owned(), tp.load_balancer.is_some()),
         ("connectionPool".to_owned(), tp.connection_pool.is_some()),
         (
             "outlierDetection".to_owned(),
@@ -507,10 +584,6 @@ fn policy_warnings(
         ("proxyProtocol".to_owned(), tp.proxy_protocol.is_some()),
     ];
     for (i, p) in tp.port_level_settings.iter().enumerate() {
-        fields.push((
-            format!("portLevelSettings[{i}].loadBalancer"),
-            p.load_balancer.is_some(),
-        ));
         fields.push((
             format!("portLevelSettings[{i}].connectionPool"),
             p.connection_pool.is_some(),

@@ -29,6 +29,8 @@ pub enum ErrorKind {
     Misdirected,
     /// No route matched.
     NoRoute,
+    /// The destination's connectionPool limits are reached (circuit breaker open).
+    Overflow,
     /// The request body exceeded a limit.
     RequestTooLarge,
     /// HTTP/2 REFUSED_STREAM: the upstream did not process the request.
@@ -113,7 +115,8 @@ impl ProxyError {
             | ErrorKind::NoHealthyEndpoint
             | ErrorKind::RefusedStream
             | ErrorKind::UpstreamReset
-            | ErrorKind::UpstreamTls => StatusCode::SERVICE_UNAVAILABLE,
+            | ErrorKind::UpstreamTls
+            | ErrorKind::Overflow => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -125,6 +128,9 @@ impl ProxyError {
             ErrorKind::NoHealthyEndpoint => "no healthy upstream",
             ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout => {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+            }
+            ErrorKind::Overflow => {
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow"
             }
             ErrorKind::UpstreamTls => {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS error"
@@ -148,6 +154,7 @@ impl ProxyError {
         match self.kind {
             ErrorKind::NoRoute | ErrorKind::Misdirected => "NR",
             ErrorKind::NoHealthyEndpoint => "UH",
+            ErrorKind::Overflow => "UO",
             ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout | ErrorKind::UpstreamTls => "UF",
             ErrorKind::RefusedStream => "UR",
             ErrorKind::UpstreamReset => "UC",

@@ -1210,3 +1210,61 @@ async fn least_request_avoids_the_busy_endpoint() {
         assert_eq!(support::within(t).await.unwrap().status, 200);
     }
 }
+
+// ---- connectionPool (circuit breaking) ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_pool_overflow_answers_503_uo() {
+    // Istio's circuit-breaking task: one connection, one pending request.
+    let slow = Upstream::new("slow")
+        .delay(Duration::from_millis(400))
+        .run()
+        .await;
+    let dr = format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: cb\nspec:\n  host: {SVC}\n  trafficPolicy:\n    connectionPool:\n      tcp: {{maxConnections: 1}}\n      http: {{http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}}\n---\n"
+    );
+    let yaml = format!(
+        "{}{}{}{}",
+        http_gateway("gw", 8080, &["*"]),
+        service(SVC, &[(slow.port(), 1)]),
+        dr,
+        virtual_service("app", HOST, &rule(SVC, None, &[])),
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let c = app(&gw);
+        tasks.push(tokio::spawn(async move { c.send("/").await }));
+    }
+    let mut ok = 0;
+    let mut overflow = 0;
+    for t in tasks {
+        let r = support::within(t).await.unwrap();
+        match r.status.as_u16() {
+            200 => ok += 1,
+            503 => {
+                assert_eq!(r.header("x-envoy-overloaded"), "true", "{r:?}");
+                assert!(r.body.contains("overflow"), "{r:?}");
+                overflow += 1;
+            }
+            other => panic!("unexpected {other}: {r:?}"),
+        }
+    }
+    // One in flight + one pending succeed; the other two overflow.
+    assert_eq!((ok, overflow), (2, 2));
+    assert!(
+        slow.hits() == 2,
+        "overflowing requests never reach the upstream"
+    );
+    let samples = scrape(&gw).await;
+    assert_eq!(
+        total(
+            &samples,
+            "istio_requests_total",
+            &[("response_flags", "UO")]
+        ),
+        2.0
+    );
+    // Limits free up: a later request goes through.
+    assert_eq!(app(&gw).send("/").await.status, 200);
+}

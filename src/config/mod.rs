@@ -8,7 +8,7 @@
 
 pub mod bootstrap;
 mod compile;
-mod duration;
+pub(crate) mod duration;
 mod error;
 mod istio;
 mod raw;

@@ -12,7 +12,7 @@ use http::{HeaderValue, Method};
 
 use crate::body::Completion;
 use crate::metrics::Metrics;
-use crate::upstream::{Cluster, InFlight, PooledConn};
+use crate::upstream::{Admitted, Cluster, InFlight, PooledConn};
 
 /// Everything the end-of-request record needs.
 pub(crate) struct RequestRecord {
@@ -35,6 +35,8 @@ pub(crate) struct RequestRecord {
     pub(crate) conn: Option<PooledConn>,
     /// Counts the request against its endpoint (LEAST_REQUEST) until the body ends.
     pub(crate) in_flight: Option<InFlight>,
+    /// Holds the request's slot under the cluster's connectionPool limits until the body ends.
+    pub(crate) admitted: Option<Admitted>,
 }
 
 /// Request body size: known up front, or counted while streaming.
@@ -55,6 +57,7 @@ impl RequestBytes {
 impl Completion for RequestRecord {
     fn finish(&mut self, bytes: u64, complete: bool) {
         self.in_flight = None;
+        self.admitted = None;
         if let Some(conn) = self.conn.take() {
             // An unfinished body leaves the connection mid-message: let it close.
             if complete {

@@ -120,6 +120,7 @@ impl Proxy {
             request_bytes: RequestBytes::Known(0),
             conn: None,
             in_flight: None,
+            admitted: None,
         };
         if rec.authority.is_empty() {
             return finish_error(rec, &ProxyError::new(ErrorKind::BadRequest));
@@ -275,6 +276,11 @@ impl Proxy {
             BodySlot::Stream(Some((body, count)))
         };
 
+        let admitted = match cluster.admit().await {
+            Ok(a) => a,
+            Err(_) => return finish_error(rec, &ProxyError::new(ErrorKind::Overflow)),
+        };
+        let mut retry_slot = None;
         let idempotent = retry::is_idempotent(&parts.method);
         let deadline = route.timeout.map(|t| rec.start + t);
         let mut tries: u32 = 0;
@@ -288,7 +294,7 @@ impl Proxy {
             };
             let in_flight = cluster.start(idx);
             let attempt = async {
-                let co = ep.pool.checkout(fresh).await?;
+                let co = ep.pool.checkout(fresh, &cluster.limits.conn).await?;
                 let mut headers = parts.headers.clone();
                 // HTTP/2 carries the authority in the URI; HTTP/1.1 in Host, origin-form.
                 let (uri, version) = if co.is_h2() {
@@ -354,6 +360,7 @@ impl Proxy {
                     rec.flags = if exhausted { "URX" } else { "-" };
                     rec.conn = sent.conn;
                     rec.in_flight = Some(in_flight);
+                    rec.admitted = Some(admitted);
                     let body = ProxyBody::upstream(rbody).on_complete(Box::new(rec));
                     return Response::from_parts(rparts, body);
                 }
@@ -378,7 +385,10 @@ impl Proxy {
                         avoid = None;
                         continue;
                     }
-                    if retry::on_error(policy, &e, idempotent, tries) && slot.replayable() {
+                    if retry::on_error(policy, &e, idempotent, tries)
+                        && slot.replayable()
+                        && take_retry_slot(&cluster, &mut retry_slot)
+                    {
                         self.note_retry(&cluster);
                         if !backoff(tries, deadline).await {
                             return finish_error(rec, &ProxyError::new(ErrorKind::RouteTimeout));
@@ -404,6 +414,16 @@ impl Proxy {
             .with_label_values(&[&*cluster.name])
             .inc();
     }
+}
+
+/// Count one more retry against the cluster's `maxRetries` (the slot is held until the
+/// request ends); false when the limit is reached.
+fn take_retry_slot(cluster: &Arc<Cluster>, slot: &mut Option<crate::upstream::RetrySlot>) -> bool {
+    if slot.is_some() {
+        return true;
+    }
+    *slot = cluster.retry_slot();
+    slot.is_some()
 }
 
 /// Sleep the back-off before retry `tries`; false when the route deadline comes first.

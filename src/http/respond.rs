@@ -7,12 +7,17 @@ use http::header::{CONTENT_TYPE, LOCATION};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::body::ProxyBody;
-use crate::error::ProxyError;
+use crate::error::{ErrorKind, ProxyError};
 use crate::route::DirectResponse;
 
 /// The response for a failed request.
 pub fn error(e: &ProxyError) -> Response<ProxyBody> {
-    text(e.status(), e.body())
+    let mut r = text(e.status(), e.body());
+    if e.kind == ErrorKind::Overflow {
+        r.headers_mut()
+            .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+    }
+    r
 }
 
 /// A plain-text response.

@@ -14,8 +14,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use tokio::sync::Notify;
+
 pub use pool::{
-    Checkout, EndpointPool, PoolSettings, PooledConn, Protocol, Registry, Sent, Target,
+    Checkout, ConnLimits, EndpointPool, PoolSettings, PooledConn, Protocol, Registry, Sent, Target,
 };
 
 /// One backend address of a cluster.
@@ -52,6 +54,61 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     /// Endpoint choice state.
     pub balancer: balance::Balancer,
+    /// DestinationRule `connectionPool` limits.
+    pub limits: Limits,
+    gate: Gate,
+}
+
+/// Circuit-breaking limits of a cluster (DestinationRule `connectionPool`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// Settings applied to each connection checkout.
+    pub conn: ConnLimits,
+    /// `tcp.maxConnections`: HTTP/1.1 requests in flight (one per connection).
+    pub max_connections: Option<usize>,
+    /// `http.http1MaxPendingRequests`: requests waiting for one of those connections.
+    pub max_pending: Option<usize>,
+    /// `http.http2MaxRequests`: requests in flight, any protocol.
+    pub max_requests: Option<usize>,
+    /// `http.maxRetries`: retries in flight across the cluster.
+    pub max_retries: Option<usize>,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    active: AtomicUsize,
+    pending: AtomicUsize,
+    retries: AtomicUsize,
+    freed: Notify,
+}
+
+/// The cluster's circuit breaker is open: answer 503 `UO`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflow;
+
+/// A request admitted by the cluster's limits; frees its slot on drop.
+#[derive(Debug)]
+pub struct Admitted {
+    cluster: Arc<Cluster>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.cluster.gate.active.fetch_sub(1, Ordering::AcqRel);
+        self.cluster.gate.freed.notify_one();
+    }
+}
+
+/// A retry counted against `maxRetries`; frees its slot on drop.
+#[derive(Debug)]
+pub struct RetrySlot {
+    cluster: Arc<Cluster>,
+}
+
+impl Drop for RetrySlot {
+    fn drop(&mut self) {
+        self.cluster.gate.retries.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Cluster {
@@ -66,6 +123,7 @@ impl Cluster {
         protocol: Protocol,
         endpoints: Vec<Endpoint>,
         algorithm: balance::Algorithm,
+        limits: Limits,
     ) -> Self {
         let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
         let service_name = service.split('.').next().unwrap_or_default().into();
@@ -79,6 +137,8 @@ impl Cluster {
             protocol,
             endpoints,
             balancer: balance::Balancer::new(algorithm, &weights),
+            limits,
+            gate: Gate::default(),
         }
     }
 
@@ -92,6 +152,62 @@ impl Cluster {
         };
         let i = self.balancer.pick(self.endpoints.len(), avoid, active)?;
         self.endpoints.get(i).map(|e| (i, e))
+    }
+
+    /// Admit a request under the cluster's limits: at once, after waiting as one of at most
+    /// `max_pending` pending HTTP/1.1 requests, or `Overflow`.
+    pub async fn admit(self: &Arc<Self>) -> Result<Admitted, Overflow> {
+        let l = &self.limits;
+        let per_conn = (self.protocol == Protocol::Http1)
+            .then_some(l.max_connections)
+            .flatten();
+        let g = &self.gate;
+        let mut waiting = false;
+        loop {
+            let freed = g.freed.notified();
+            let active = g.active.load(Ordering::Acquire);
+            if l.max_requests.is_some_and(|m| active >= m) {
+                if waiting {
+                    g.pending.fetch_sub(1, Ordering::AcqRel);
+                }
+                return Err(Overflow);
+            }
+            if per_conn.is_none_or(|c| active < c) {
+                if g.active
+                    .compare_exchange(active, active + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    continue;
+                }
+                if waiting {
+                    g.pending.fetch_sub(1, Ordering::AcqRel);
+                }
+                return Ok(Admitted {
+                    cluster: self.clone(),
+                });
+            }
+            if !waiting {
+                let pending = g.pending.fetch_add(1, Ordering::AcqRel);
+                if l.max_pending.is_some_and(|m| pending >= m) {
+                    g.pending.fetch_sub(1, Ordering::AcqRel);
+                    return Err(Overflow);
+                }
+                waiting = true;
+            }
+            freed.await;
+        }
+    }
+
+    /// A slot for one more retry, unless `maxRetries` retries are already in flight.
+    pub fn retry_slot(self: &Arc<Self>) -> Option<RetrySlot> {
+        let n = self.gate.retries.fetch_add(1, Ordering::AcqRel);
+        if self.limits.max_retries.is_some_and(|m| n >= m) {
+            self.gate.retries.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(RetrySlot {
+            cluster: self.clone(),
+        })
     }
 
     /// Count a request in flight to endpoint `index` until the returned guard drops.

@@ -121,6 +121,8 @@ impl Registry {
 struct Idle {
     tx: http1::SendRequest<UpBody>,
     since: Instant,
+    /// Requests this connection has carried.
+    served: u32,
 }
 
 /// Connections to one endpoint.
@@ -155,20 +157,30 @@ pub struct Sent {
 pub struct PooledConn {
     pool: Arc<EndpointPool>,
     tx: http1::SendRequest<UpBody>,
+    served: u32,
+    max_per_conn: Option<u32>,
 }
 
 impl PooledConn {
     /// Return the connection to its pool once it can take another request.
     pub fn release(self) {
-        let PooledConn { pool, mut tx } = self;
+        let PooledConn {
+            pool,
+            mut tx,
+            served,
+            max_per_conn,
+        } = self;
+        if max_per_conn.is_some_and(|m| served >= m) {
+            return; // connectionPool.http.maxRequestsPerConnection: let it close
+        }
         if tx.is_ready() {
-            pool.put(tx);
+            pool.put(tx, served);
         } else if !tx.is_closed() {
             // The connection task has not yet seen the end of the response; wait briefly.
             tokio::spawn(async move {
                 let ready = tokio::time::timeout(Duration::from_secs(1), tx.ready()).await;
                 if matches!(ready, Ok(Ok(()))) {
-                    pool.put(tx);
+                    pool.put(tx, served);
                 }
             });
         }
@@ -181,35 +193,35 @@ impl EndpointPool {
         &self.target
     }
 
-    fn put(&self, tx: http1::SendRequest<UpBody>) {
+    fn put(&self, tx: http1::SendRequest<UpBody>, served: u32) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < self.settings.max_idle {
             idle.push(Idle {
                 tx,
                 since: Instant::now(),
+                served,
             });
         }
     }
 
-    fn take_idle(&self) -> Option<http1::SendRequest<UpBody>> {
+    fn take_idle(&self, idle_timeout: Duration) -> Option<(http1::SendRequest<UpBody>, u32)> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         // Expired connections sit at the front (oldest first): drop them in one go.
         let fresh_from = idle
             .iter()
-            .position(|c| now.duration_since(c.since) < self.settings.idle_timeout)
+            .position(|c| now.duration_since(c.since) < idle_timeout)
             .unwrap_or(idle.len());
         idle.drain(..fresh_from);
         while let Some(c) = idle.pop() {
             if c.tx.is_ready() {
-                return Some(c.tx);
+                return Some((c.tx, c.served));
             }
         }
         None
     }
 
-    async fn connect_tcp(&self) -> Result<TcpStream, ProxyError> {
-        let timeout = self.settings.connect_timeout;
+    async fn connect_tcp(&self, timeout: Duration) -> Result<TcpStream, ProxyError> {
         let fut = async {
             match &self.target {
                 Target::Addr(a) => TcpStream::connect(*a).await,
@@ -229,7 +241,11 @@ impl EndpointPool {
     }
 
     /// A connection to send one request on: an idle one unless `fresh`, else a new one.
-    pub async fn checkout(self: &Arc<Self>, fresh: bool) -> Result<Checkout, ProxyError> {
+    pub async fn checkout(
+        self: &Arc<Self>,
+        fresh: bool,
+        limits: &ConnLimits,
+    ) -> Result<Checkout, ProxyError> {
         if !fresh {
             let shared = self
                 .shared_h2
@@ -239,12 +255,17 @@ impl EndpointPool {
             if let Some(tx) = shared.filter(|tx| !tx.is_closed()) {
                 return Ok(self.checked(Sender::H2(tx), true));
             }
-            if let Some(tx) = self.take_idle() {
-                return Ok(self.checked(Sender::H1(tx), true));
+            if let Some((tx, served)) =
+                self.take_idle(limits.idle_timeout.unwrap_or(self.settings.idle_timeout))
+            {
+                return Ok(self.checked(Sender::H1(tx), true).served(served, limits));
             }
         }
-        let deadline = tokio::time::Instant::now() + self.settings.connect_timeout;
-        let tcp = self.connect_tcp().await?;
+        let connect_timeout = limits
+            .connect_timeout
+            .unwrap_or(self.settings.connect_timeout);
+        let deadline = tokio::time::Instant::now() + connect_timeout;
+        let tcp = self.connect_tcp(connect_timeout).await?;
         match &self.tls {
             None => {
                 self.handshake(TokioIo::new(tcp), self.protocol == Protocol::Http2)
@@ -266,7 +287,9 @@ impl EndpointPool {
                     Err(_) => return Err(ProxyError::new(ErrorKind::ConnectTimeout)),
                 };
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                self.handshake(TokioIo::new(tls), h2).await
+                self.handshake(TokioIo::new(tls), h2)
+                    .await
+                    .map(|c| c.served(0, limits))
             }
         }
     }
@@ -276,6 +299,8 @@ impl EndpointPool {
             pool: self.clone(),
             sender,
             reused,
+            served: 0,
+            max_per_conn: None,
         }
     }
 
@@ -329,9 +354,28 @@ pub struct Checkout {
     sender: Sender,
     /// Whether the connection had served requests before.
     pub reused: bool,
+    served: u32,
+    max_per_conn: Option<u32>,
+}
+
+/// Per-cluster connection settings (DestinationRule `connectionPool`), applied at checkout.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnLimits {
+    /// `tcp.connectTimeout`; the bootstrap default when unset.
+    pub connect_timeout: Option<Duration>,
+    /// `http.idleTimeout`; the bootstrap default when unset.
+    pub idle_timeout: Option<Duration>,
+    /// `http.maxRequestsPerConnection`.
+    pub max_requests_per_connection: Option<u32>,
 }
 
 impl Checkout {
+    fn served(mut self, served: u32, limits: &ConnLimits) -> Self {
+        self.served = served;
+        self.max_per_conn = limits.max_requests_per_connection;
+        self
+    }
+
     /// Whether the request goes over HTTP/2 (absolute URI, no Host header).
     pub fn is_h2(&self) -> bool {
         matches!(self.sender, Sender::H2(_))
@@ -352,6 +396,8 @@ impl Checkout {
                     conn: Some(PooledConn {
                         pool: self.pool,
                         tx,
+                        served: self.served + 1,
+                        max_per_conn: self.max_per_conn,
                     }),
                 }),
                 Err(e) => Err(map_send_error(e, reused)),

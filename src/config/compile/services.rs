@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::config::error::ConfigError;
+use crate::config::istio::ConnectionPoolSettings;
 use crate::config::istio::{
     ClientTlsSettings, Destination, DestinationRule, ServiceEntry, ServicePort, TrafficPolicy,
     VirtualService, WorkloadEntry,
@@ -21,7 +22,7 @@ use crate::route::pattern_matches;
 use crate::tls::client::{self, ClientParams, ClientTls};
 use crate::tls::server::Credentials;
 use crate::upstream::balance::Algorithm;
-use crate::upstream::{Cluster, Endpoint, Protocol, Registry, Target};
+use crate::upstream::{Cluster, ConnLimits, Endpoint, Limits, Protocol, Registry, Target};
 
 const RESOLUTIONS: [&str; 4] = ["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"];
 const PROTOCOLS: [&str; 12] = [
@@ -298,6 +299,10 @@ impl<'a> Services<'a> {
             dr.map_or(Algorithm::default(), |dr| {
                 lb_algorithm(dr, &subset_name, port.number)
             }),
+            match dr {
+                Some(dr) => connection_limits(dr, &subset_name, port.number, errors)?,
+                None => Limits::default(),
+            },
         );
         self.clusters.push(Arc::new(cluster));
         let i = self.clusters.len() - 1;
@@ -525,6 +530,117 @@ fn lb_algorithm(dr: &Res<DestinationRule>, subset: &str, port: u32) -> Algorithm
     }
 }
 
+/// The `connectionPool` of `dr` for (`subset`, `port`), most specific level first, as
+/// cluster limits; `None` when invalid (errors recorded).
+fn connection_limits(
+    dr: &Res<DestinationRule>,
+    subset: &str,
+    port: u32,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Limits> {
+    let level =
+        |tp: Option<&TrafficPolicy>, base: String| -> Option<(serde_yaml_ng::Value, String)> {
+            let tp = tp?;
+            if let Some((i, p)) = tp
+                .port_level_settings
+                .iter()
+                .enumerate()
+                .find(|(_, p)| p.port.as_ref().is_some_and(|s| s.number == port))
+            {
+                if let Some(cp) = &p.connection_pool {
+                    return Some((
+                        cp.clone(),
+                        format!("{base}portLevelSettings[{i}].connectionPool"),
+                    ));
+                }
+            }
+            tp.connection_pool
+                .clone()
+                .map(|cp| (cp, format!("{base}connectionPool")))
+        };
+    let sub = dr
+        .spec
+        .subsets
+        .iter()
+        .enumerate()
+        .find(|(_, s)| !subset.is_empty() && s.name == subset);
+    let chosen = sub
+        .and_then(|(i, s)| {
+            level(
+                s.traffic_policy.as_ref(),
+                format!("subsets[{i}].trafficPolicy."),
+            )
+        })
+        .or_else(|| level(dr.spec.traffic_policy.as_ref(), "trafficPolicy.".to_owned()));
+    let Some((value, f)) = chosen else {
+        return Some(Limits::default());
+    };
+    let cp: ConnectionPoolSettings = match serde_yaml_ng::from_value(value) {
+        Ok(cp) => cp,
+        Err(e) => {
+            errors.push(dr.error(&f, format!("invalid connectionPool: {e}")));
+            return None;
+        }
+    };
+    let before = errors.len();
+    let mut count = |field: &str, v: Option<i64>| -> Option<usize> {
+        match v {
+            None => None,
+            Some(n) if n > 0 => usize::try_from(n).ok(),
+            Some(_) => {
+                errors.push(dr.error(format!("{f}.{field}"), "must be above 0"));
+                None
+            }
+        }
+    };
+    let tcp = cp.tcp.unwrap_or_default();
+    let http = cp.http.unwrap_or_default();
+    let max_connections = count("tcp.maxConnections", tcp.max_connections);
+    let max_pending = count(
+        "http.http1MaxPendingRequests",
+        http.http1_max_pending_requests,
+    );
+    let max_requests = count("http.http2MaxRequests", http.http2_max_requests);
+    let max_per_conn = count(
+        "http.maxRequestsPerConnection",
+        http.max_requests_per_connection,
+    );
+    let max_retries = match http.max_retries {
+        Some(n) if n >= 0 => usize::try_from(n).ok(),
+        Some(_) => {
+            errors.push(dr.error(format!("{f}.http.maxRetries"), "must not be negative"));
+            None
+        }
+        None => None,
+    };
+    let mut duration = |field: &str, v: &Option<String>| -> Option<std::time::Duration> {
+        let s = v.as_deref()?;
+        match crate::config::duration::parse(s) {
+            Some(d) if !d.is_zero() => Some(d),
+            _ => {
+                errors.push(dr.error(format!("{f}.{field}"), format!("invalid duration {s:?}")));
+                None
+            }
+        }
+    };
+    let connect_timeout = duration("tcp.connectTimeout", &tcp.connect_timeout);
+    let idle_timeout = duration("http.idleTimeout", &http.idle_timeout);
+    if errors.len() > before {
+        return None;
+    }
+    Some(Limits {
+        conn: ConnLimits {
+            connect_timeout,
+            idle_timeout,
+            max_requests_per_connection: max_per_conn.and_then(|n| u32::try_from(n).ok()),
+        },
+        max_connections,
+        max_pending,
+        max_requests,
+        max_retries,
+    })
+}
+
 /// Warnings for a `loadBalancer` block: the parts meshgate does not implement.
 fn lb_warnings(
     dr: &Res<DestinationRule>,
@@ -574,8 +690,45 @@ fn policy_warnings(
             );
         }
     }
+    for (field, cp) in std::iter::once(("connectionPool".to_owned(), &tp.connection_pool)).chain(
+        tp.port_level_settings.iter().enumerate().map(|(i, p)| {
+            (
+                format!("portLevelSettings[{i}].connectionPool"),
+                &p.connection_pool,
+            )
+        }),
+    ) {
+        let Some(Ok(cp)) = cp
+            .clone()
+            .map(serde_yaml_ng::from_value::<ConnectionPoolSettings>)
+        else {
+            continue;
+        };
+        let tcp = cp.tcp.unwrap_or_default();
+        let http = cp.http.unwrap_or_default();
+        for (name, present) in [
+            ("tcp.tcpKeepalive", tcp.tcp_keepalive.is_some()),
+            (
+                "tcp.maxConnectionDuration",
+                tcp.max_connection_duration.is_some(),
+            ),
+            ("tcp.idleTimeout", tcp.idle_timeout.is_some()),
+            ("http.h2UpgradePolicy", http.h2_upgrade_policy.is_some()),
+            ("http.useClientProtocol", http.use_client_protocol.is_some()),
+            (
+                "http.maxConcurrentStreams",
+                http.max_concurrent_streams.is_some(),
+            ),
+        ] {
+            if present {
+                warnings.push(dr.error(
+                    format!("{base}.{field}.{name}"),
+                    "not supported yet: ignored",
+                ));
+            }
+        }
+    }
     let mut fields = vec![
-        ("connectionPool".to_owned(), tp.connection_pool.is_some()),
         (
             "outlierDetection".to_owned(),
             tp.outlier_detection.is_some(),
@@ -584,10 +737,6 @@ fn policy_warnings(
         ("proxyProtocol".to_owned(), tp.proxy_protocol.is_some()),
     ];
     for (i, p) in tp.port_level_settings.iter().enumerate() {
-        fields.push((
-            format!("portLevelSettings[{i}].connectionPool"),
-            p.connection_pool.is_some(),
-        ));
         fields.push((
             format!("portLevelSettings[{i}].outlierDetection"),
             p.outlier_detection.is_some(),

@@ -63,3 +63,36 @@ pub(crate) struct ClientTlsSettings {
     pub(crate) sni: Option<String>,
     pub(crate) insecure_skip_verify: Option<bool>,
 }
+
+/// `ConnectionPoolSettings`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct ConnectionPoolSettings {
+    pub(crate) tcp: Option<TcpSettings>,
+    pub(crate) http: Option<HttpSettings>,
+}
+
+/// `ConnectionPoolSettings.TCPSettings`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct TcpSettings {
+    pub(crate) max_connections: Option<i64>,
+    pub(crate) connect_timeout: Option<String>,
+    pub(crate) tcp_keepalive: Option<serde_yaml_ng::Value>,
+    pub(crate) max_connection_duration: Option<String>,
+    pub(crate) idle_timeout: Option<String>,
+}
+
+/// `ConnectionPoolSettings.HTTPSettings`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct HttpSettings {
+    pub(crate) http1_max_pending_requests: Option<i64>,
+    pub(crate) http2_max_requests: Option<i64>,
+    pub(crate) max_requests_per_connection: Option<i64>,
+    pub(crate) max_retries: Option<i64>,
+    pub(crate) idle_timeout: Option<String>,
+    pub(crate) h2_upgrade_policy: Option<String>,
+    pub(crate) use_client_protocol: Option<bool>,
+    pub(crate) max_concurrent_streams: Option<i64>,
+}

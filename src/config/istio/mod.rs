@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-pub(crate) use destination_rule::{ClientTlsSettings, DestinationRule, TrafficPolicy};
+pub(crate) use destination_rule::{
+    ClientTlsSettings, ConnectionPoolSettings, DestinationRule, TrafficPolicy,
+};
 pub(crate) use gateway::{Gateway, ServerTlsSettings};
 pub(crate) use service_entry::{ServiceEntry, ServicePort, WorkloadEntry};
 pub(crate) use virtual_service::{

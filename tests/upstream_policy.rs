@@ -1268,3 +1268,40 @@ async fn connection_pool_overflow_answers_503_uo() {
     // Limits free up: a later request goes through.
     assert_eq!(app(&gw).send("/").await.status, 200);
 }
+
+// ---- gRPC local replies ----
+
+#[tokio::test]
+async fn grpc_requests_get_grpc_status_for_local_errors() {
+    let closed = ClosedPort::new();
+    let gw = start_app(&[(closed.port(), 1)], &["retries: {attempts: 0}"]).await;
+    let grpc = |host: &str| {
+        Client::new(gw.port(8080), host)
+            .method("POST")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .h2()
+    };
+    let r = grpc(HOST).send("/pkg.Svc/Call").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("grpc-status"), "14", "UNAVAILABLE: {r:?}");
+    assert!(
+        r.header("grpc-message").contains("connection failure"),
+        "{r:?}"
+    );
+    let r = grpc("nowhere.test").send("/pkg.Svc/Call").await;
+    assert_eq!(
+        (r.status.as_u16(), r.header("grpc-status")),
+        (200, "12"),
+        "UNIMPLEMENTED: {r:?}"
+    );
+    let samples = scrape(&gw).await;
+    assert_eq!(
+        total(
+            &samples,
+            "istio_requests_total",
+            &[("grpc_response_status", "14"), ("request_protocol", "grpc")]
+        ),
+        1.0
+    );
+}

@@ -397,12 +397,20 @@ impl Proxy {
                         continue;
                     }
                     let mut rec = rec;
-                    rec.flags = if tries > 1 {
+                    let flags = if tries > 1 {
                         with_urx(e.flag())
                     } else {
                         e.flag()
                     };
-                    return finish_response(rec, respond::error(&e));
+                    let resp = if rec.protocol == "grpc" {
+                        let (resp, code) = respond::grpc_error(&e);
+                        rec.grpc_status = Some(code);
+                        resp
+                    } else {
+                        respond::error(&e)
+                    };
+                    rec.flags = flags;
+                    return finish_response(rec, resp);
                 }
             }
         }
@@ -455,6 +463,12 @@ fn with_urx(flag: &'static str) -> &'static str {
 
 fn finish_error(mut rec: RequestRecord, e: &ProxyError) -> Response<ProxyBody> {
     rec.flags = e.flag();
+    if rec.protocol == "grpc" {
+        // gRPC clients read errors from grpc-status, not the HTTP status (Envoy does this too).
+        let (resp, code) = respond::grpc_error(e);
+        rec.grpc_status = Some(code);
+        return finish_response(rec, resp);
+    }
     finish_response(rec, respond::error(e))
 }
 

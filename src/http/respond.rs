@@ -20,6 +20,33 @@ pub fn error(e: &ProxyError) -> Response<ProxyBody> {
     r
 }
 
+/// The gRPC form of a failed request: HTTP 200, trailers-only, `grpc-status` mapped from
+/// the HTTP status as Envoy maps it, the short text in `grpc-message`. Returns the code too.
+pub fn grpc_error(e: &ProxyError) -> (Response<ProxyBody>, u32) {
+    let code: u32 = match e.status().as_u16() {
+        400 => 13,             // INTERNAL
+        401 => 16,             // UNAUTHENTICATED
+        403 => 7,              // PERMISSION_DENIED
+        404 => 12,             // UNIMPLEMENTED
+        429 | 502..=504 => 14, // UNAVAILABLE
+        _ => 2,                // UNKNOWN
+    };
+    let mut r = Response::new(ProxyBody::empty());
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert("grpc-status", HeaderValue::from(code));
+    let msg = if e.body().is_empty() {
+        "no route"
+    } else {
+        e.body()
+    };
+    h.insert("grpc-message", HeaderValue::from_static(msg));
+    if e.kind == ErrorKind::Overflow {
+        h.insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+    }
+    (r, code)
+}
+
 /// A plain-text response.
 pub fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::full(body));

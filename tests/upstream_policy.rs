@@ -1305,3 +1305,48 @@ async fn grpc_requests_get_grpc_status_for_local_errors() {
         1.0
     );
 }
+
+// ---- outlierDetection ----
+
+#[tokio::test]
+async fn outlier_detection_ejects_a_failing_endpoint_and_returns_it() {
+    let bad = Upstream::new("bad").fail_first(1_000_000, 500).run().await;
+    let good = Upstream::new("good").run().await;
+    let dr = format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: od\nspec:\n  host: {SVC}\n  trafficPolicy:\n    outlierDetection:\n      consecutive5xxErrors: 3\n      interval: 1s\n      baseEjectionTime: 300ms\n      maxEjectionPercent: 50\n---\n"
+    );
+    let yaml = format!(
+        "{}{}{}{}",
+        http_gateway("gw", 8080, &["*"]),
+        service(SVC, &[(bad.port(), 1), (good.port(), 1)]),
+        dr,
+        virtual_service("app", HOST, &rule(SVC, None, &["retries: {attempts: 0}"])),
+    );
+    let gw = TestGateway::start(&yaml).await;
+    // Round robin: the bad endpoint answers every other request until its third 500.
+    let mut failures = 0;
+    for _ in 0..6 {
+        if app(&gw).send("/").await.status == 500 {
+            failures += 1;
+        }
+    }
+    assert_eq!(failures, 3, "three 500s, then ejected");
+    let before = bad.hits();
+    for _ in 0..20 {
+        assert_eq!(app(&gw).send("/").await.status, 200);
+    }
+    assert_eq!(
+        bad.hits(),
+        before,
+        "an ejected endpoint receives no traffic"
+    );
+    // After baseEjectionTime it gets traffic again.
+    support::within(tokio::time::sleep(Duration::from_millis(350))).await;
+    for _ in 0..4 {
+        app(&gw).send("/").await;
+    }
+    assert!(
+        bad.hits() > before,
+        "the endpoint returns after its ejection time"
+    );
+}

@@ -28,6 +28,7 @@ use crate::config::{ConfigStore, Snapshot, TlsMode, TlsServer};
 use crate::error::{ErrorKind, ProxyError};
 use crate::metrics::Metrics;
 use crate::route::{host_of, pattern_matches, Action, RequestView, Route, WeightedDestination};
+use crate::upstream::outlier::Outcome;
 use crate::upstream::{retry, Cluster};
 
 /// Shared, per-process request handling state.
@@ -337,6 +338,7 @@ impl Proxy {
             match result {
                 Ok(sent) => {
                     let status = sent.response.status().as_u16();
+                    cluster.report(idx, Outcome::Status(status));
                     let grpc_status = grpc_status(sent.response.headers());
                     if retry::on_status(policy, status, grpc_status, idempotent, tries)
                         && slot.replayable()
@@ -365,6 +367,9 @@ impl Proxy {
                     return Response::from_parts(rparts, body);
                 }
                 Err(e) => {
+                    if e.side() == crate::error::Side::Upstream {
+                        cluster.report(idx, Outcome::Failure);
+                    }
                     if matches!(e.kind, ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout) {
                         self.metrics
                             .connect_errors

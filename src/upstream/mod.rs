@@ -7,6 +7,7 @@
 //! Depends on: `error`, `body`, hyper, tokio (through `pool`).
 
 pub mod balance;
+pub mod outlier;
 pub mod pool;
 pub mod retry;
 
@@ -31,6 +32,8 @@ pub struct Endpoint {
     pub pool: Arc<EndpointPool>,
     /// Requests in flight to it (LEAST_REQUEST).
     pub active: AtomicUsize,
+    /// Outlier-detection state.
+    pub health: outlier::Health,
 }
 
 /// An Istio cluster: `outbound|port|subset|host`.
@@ -72,6 +75,8 @@ pub struct Limits {
     pub max_requests: Option<usize>,
     /// `http.maxRetries`: retries in flight across the cluster.
     pub max_retries: Option<usize>,
+    /// `outlierDetection`, when set.
+    pub outlier: Option<outlier::OutlierPolicy>,
 }
 
 #[derive(Debug, Default)]
@@ -150,8 +155,48 @@ impl Cluster {
                 .get(i)
                 .map_or(0, |e| e.active.load(Ordering::Relaxed))
         };
-        let i = self.balancer.pick(self.endpoints.len(), avoid, active)?;
-        self.endpoints.get(i).map(|e| (i, e))
+        let n = self.endpoints.len();
+        let i = self.balancer.pick(n, avoid, active)?;
+        if self.limits.outlier.is_none() || !self.is_ejected(i) {
+            return self.endpoints.get(i).map(|e| (i, e));
+        }
+        // The pick is ejected: use another endpoint unless too few are healthy (panic mode).
+        let healthy = (0..n).filter(|j| !self.is_ejected(*j)).count();
+        let min = self
+            .limits
+            .outlier
+            .map_or(0, |o| o.min_health_percent as usize);
+        if healthy == 0 || healthy * 100 < n * min {
+            return self.endpoints.get(i).map(|e| (i, e));
+        }
+        let j = (0..4)
+            .filter_map(|_| self.balancer.pick(n, avoid, active))
+            .find(|j| !self.is_ejected(*j))
+            .or_else(|| (0..n).map(|k| (i + k) % n).find(|j| !self.is_ejected(*j)))?;
+        self.endpoints.get(j).map(|e| (j, e))
+    }
+
+    fn is_ejected(&self, i: usize) -> bool {
+        self.endpoints.get(i).is_some_and(|e| e.health.is_ejected())
+    }
+
+    /// Feed outlier detection with the outcome of a request to endpoint `i`.
+    pub fn report(&self, i: usize, outcome: outlier::Outcome) {
+        let Some(policy) = &self.limits.outlier else {
+            return;
+        };
+        let Some(e) = self.endpoints.get(i) else {
+            return;
+        };
+        let n = self.endpoints.len();
+        let can_eject = || {
+            let ejected = (0..n).filter(|j| self.is_ejected(*j)).count();
+            let cap = (n * policy.max_ejection_percent as usize / 100).max(1);
+            ejected < cap
+        };
+        if e.health.record(policy, outcome, can_eject) {
+            tracing::info!(cluster = %self.name, endpoint = %e.pool.target(), "outlier detection: endpoint ejected");
+        }
     }
 
     /// Admit a request under the cluster's limits: at once, after waiting as one of at most

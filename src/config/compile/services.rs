@@ -12,16 +12,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::config::error::ConfigError;
-use crate::config::istio::ConnectionPoolSettings;
 use crate::config::istio::{
     ClientTlsSettings, Destination, DestinationRule, ServiceEntry, ServicePort, TrafficPolicy,
     VirtualService, WorkloadEntry,
 };
+use crate::config::istio::{ConnectionPoolSettings, OutlierDetection};
 use crate::config::raw::Res;
 use crate::route::pattern_matches;
 use crate::tls::client::{self, ClientParams, ClientTls};
 use crate::tls::server::Credentials;
 use crate::upstream::balance::Algorithm;
+use crate::upstream::outlier::OutlierPolicy;
 use crate::upstream::{Cluster, ConnLimits, Endpoint, Limits, Protocol, Registry, Target};
 
 const RESOLUTIONS: [&str; 4] = ["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"];
@@ -300,7 +301,10 @@ impl<'a> Services<'a> {
                 lb_algorithm(dr, &subset_name, port.number)
             }),
             match dr {
-                Some(dr) => connection_limits(dr, &subset_name, port.number, errors)?,
+                Some(dr) => Limits {
+                    outlier: outlier_policy(dr, &subset_name, port.number, errors)?,
+                    ..connection_limits(dr, &subset_name, port.number, errors)?
+                },
                 None => Limits::default(),
             },
         );
@@ -466,6 +470,7 @@ impl<'a> Services<'a> {
             labels,
             pool: self.registry.pool(target, protocol, tls.clone()),
             active: Default::default(),
+            health: Default::default(),
         };
         if resolution == "NONE" || (workloads.is_empty() && resolution != "STATIC") {
             // NONE: connect to the service host itself (for a wildcard entry, the host the
@@ -638,7 +643,103 @@ fn connection_limits(
         max_pending,
         max_requests,
         max_retries,
+        outlier: None,
     })
+}
+
+/// The `outlierDetection` of `dr` for (`subset`, `port`), most specific level first;
+/// `Some(None)` when there is none, `None` when invalid (errors recorded).
+fn outlier_policy(
+    dr: &Res<DestinationRule>,
+    subset: &str,
+    port: u32,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Option<OutlierPolicy>> {
+    let level =
+        |tp: Option<&TrafficPolicy>, base: String| -> Option<(serde_yaml_ng::Value, String)> {
+            let tp = tp?;
+            if let Some((i, p)) = tp
+                .port_level_settings
+                .iter()
+                .enumerate()
+                .find(|(_, p)| p.port.as_ref().is_some_and(|s| s.number == port))
+            {
+                if let Some(od) = &p.outlier_detection {
+                    return Some((
+                        od.clone(),
+                        format!("{base}portLevelSettings[{i}].outlierDetection"),
+                    ));
+                }
+            }
+            tp.outlier_detection
+                .clone()
+                .map(|od| (od, format!("{base}outlierDetection")))
+        };
+    let sub = dr
+        .spec
+        .subsets
+        .iter()
+        .enumerate()
+        .find(|(_, s)| !subset.is_empty() && s.name == subset);
+    let chosen = sub
+        .and_then(|(i, s)| {
+            level(
+                s.traffic_policy.as_ref(),
+                format!("subsets[{i}].trafficPolicy."),
+            )
+        })
+        .or_else(|| level(dr.spec.traffic_policy.as_ref(), "trafficPolicy.".to_owned()));
+    let Some((value, f)) = chosen else {
+        return Some(None);
+    };
+    let od: OutlierDetection = match serde_yaml_ng::from_value(value) {
+        Ok(od) => od,
+        Err(e) => {
+            errors.push(dr.error(&f, format!("invalid outlierDetection: {e}")));
+            return None;
+        }
+    };
+    let before = errors.len();
+    let mut policy = OutlierPolicy::default();
+    if let Some(n) = od.consecutive_5xx_errors {
+        policy.consecutive_5xx = (n > 0).then_some(n);
+    }
+    if let Some(n) = od.consecutive_gateway_errors.or(od.consecutive_errors) {
+        policy.consecutive_gateway = (n > 0).then_some(n);
+    }
+    if let Some(s) = &od.base_ejection_time {
+        match crate::config::duration::parse(s) {
+            Some(d) if !d.is_zero() => policy.base_ejection = d,
+            _ => errors.push(dr.error(
+                format!("{f}.baseEjectionTime"),
+                format!("invalid duration {s:?}"),
+            )),
+        }
+    }
+    if let Some(s) = &od.interval {
+        if crate::config::duration::parse(s).is_none() {
+            errors.push(dr.error(format!("{f}.interval"), format!("invalid duration {s:?}")));
+        }
+    }
+    for (field, v, slot) in [
+        (
+            "maxEjectionPercent",
+            od.max_ejection_percent,
+            &mut policy.max_ejection_percent,
+        ),
+        (
+            "minHealthPercent",
+            od.min_health_percent,
+            &mut policy.min_health_percent,
+        ),
+    ] {
+        match v {
+            Some(p @ 0..=100) => *slot = p,
+            Some(_) => errors.push(dr.error(format!("{f}.{field}"), "must be 0..=100")),
+            None => {}
+        }
+    }
+    (errors.len() == before).then_some(Some(policy))
 }
 
 /// Warnings for a `loadBalancer` block: the parts meshgate does not implement.
@@ -728,20 +829,10 @@ fn policy_warnings(
             }
         }
     }
-    let mut fields = vec![
-        (
-            "outlierDetection".to_owned(),
-            tp.outlier_detection.is_some(),
-        ),
-        ("tunnel".to_owned(), tp.tunnel.is_some()),
-        ("proxyProtocol".to_owned(), tp.proxy_protocol.is_some()),
+    let fields = [
+        ("tunnel", tp.tunnel.is_some()),
+        ("proxyProtocol", tp.proxy_protocol.is_some()),
     ];
-    for (i, p) in tp.port_level_settings.iter().enumerate() {
-        fields.push((
-            format!("portLevelSettings[{i}].outlierDetection"),
-            p.outlier_detection.is_some(),
-        ));
-    }
     for (field, present) in fields {
         if present {
             warnings.push(dr.error(format!("{base}.{field}"), "not supported yet: ignored"));

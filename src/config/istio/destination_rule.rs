@@ -96,3 +96,17 @@ pub(crate) struct HttpSettings {
     pub(crate) use_client_protocol: Option<bool>,
     pub(crate) max_concurrent_streams: Option<i64>,
 }
+
+/// `OutlierDetection`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct OutlierDetection {
+    #[serde(rename = "consecutive5xxErrors")]
+    pub(crate) consecutive_5xx_errors: Option<u32>,
+    pub(crate) consecutive_gateway_errors: Option<u32>,
+    pub(crate) consecutive_errors: Option<u32>,
+    pub(crate) interval: Option<String>,
+    pub(crate) base_ejection_time: Option<String>,
+    pub(crate) max_ejection_percent: Option<u32>,
+    pub(crate) min_health_percent: Option<u32>,
+}

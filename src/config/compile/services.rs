@@ -12,11 +12,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::config::error::ConfigError;
+use crate::config::istio::{ConnectionPoolSettings, OutlierDetection, PortTrafficPolicy};
 use crate::config::istio::{
-    ClientTlsSettings, Destination, DestinationRule, ServiceEntry, ServicePort, TrafficPolicy,
-    VirtualService, WorkloadEntry,
+    Destination, DestinationRule, ServiceEntry, ServicePort, TrafficPolicy, VirtualService,
+    WorkloadEntry,
 };
-use crate::config::istio::{ConnectionPoolSettings, OutlierDetection};
 use crate::config::raw::Res;
 use crate::route::pattern_matches;
 use crate::tls::client::{self, ClientParams, ClientTls};
@@ -326,35 +326,14 @@ impl<'a> Services<'a> {
         h2: bool,
         errors: &mut Vec<ConfigError>,
     ) -> Option<Option<Arc<ClientTls>>> {
-        let level =
-            |tp: Option<&TrafficPolicy>, base: String| -> Option<(ClientTlsSettings, String)> {
-                let tp = tp?;
-                if let Some((i, p)) = tp
-                    .port_level_settings
-                    .iter()
-                    .enumerate()
-                    .find(|(_, p)| p.port.as_ref().is_some_and(|s| s.number == port))
-                {
-                    if let Some(t) = &p.tls {
-                        return Some((t.clone(), format!("{base}portLevelSettings[{i}].tls")));
-                    }
-                }
-                tp.tls.clone().map(|t| (t, format!("{base}tls")))
-            };
-        let sub = dr
-            .spec
-            .subsets
-            .iter()
-            .enumerate()
-            .find(|(_, s)| !subset.is_empty() && s.name == subset);
-        let chosen = sub
-            .and_then(|(i, s)| {
-                level(
-                    s.traffic_policy.as_ref(),
-                    format!("subsets[{i}].trafficPolicy."),
-                )
-            })
-            .or_else(|| level(dr.spec.traffic_policy.as_ref(), "trafficPolicy.".to_owned()));
+        let chosen = most_specific(
+            dr,
+            subset,
+            port,
+            "tls",
+            |p| p.tls.as_ref(),
+            |t| t.tls.as_ref(),
+        );
         let Some((t, f)) = chosen else {
             return Some(None);
         };
@@ -505,25 +484,56 @@ impl<'a> Services<'a> {
     }
 }
 
-/// The `loadBalancer` of `dr` for (`subset`, `port`): the most specific of subset
-/// port-level, subset, port-level and rule-level settings.
-fn lb_algorithm(dr: &Res<DestinationRule>, subset: &str, port: u32) -> Algorithm {
-    let level = |tp: Option<&TrafficPolicy>| -> Option<serde_yaml_ng::Value> {
+/// The most specific setting of `dr` for (`subset`, `port`), as Istio merges them: the
+/// subset's port-level, the subset's, the rule's port-level, then the rule's own; with the
+/// field path it was found at (for errors).
+fn most_specific<T: Clone>(
+    dr: &Res<DestinationRule>,
+    subset: &str,
+    port: u32,
+    name: &str,
+    at_port: impl Fn(&PortTrafficPolicy) -> Option<&T>,
+    at_rule: impl Fn(&TrafficPolicy) -> Option<&T>,
+) -> Option<(T, String)> {
+    let level = |tp: Option<&TrafficPolicy>, base: String| -> Option<(T, String)> {
         let tp = tp?;
-        tp.port_level_settings
+        let by_port = tp
+            .port_level_settings
             .iter()
-            .find(|p| p.port.as_ref().is_some_and(|s| s.number == port))
-            .and_then(|p| p.load_balancer.clone())
-            .or_else(|| tp.load_balancer.clone())
+            .enumerate()
+            .find(|(_, p)| p.port.as_ref().is_some_and(|s| s.number == port))
+            .and_then(|(i, p)| {
+                at_port(p).map(|v| (v.clone(), format!("{base}portLevelSettings[{i}].{name}")))
+            });
+        by_port.or_else(|| at_rule(tp).map(|v| (v.clone(), format!("{base}{name}"))))
     };
     let sub = dr
         .spec
         .subsets
         .iter()
-        .find(|s| !subset.is_empty() && s.name == subset);
-    let lb = sub
-        .and_then(|s| level(s.traffic_policy.as_ref()))
-        .or_else(|| level(dr.spec.traffic_policy.as_ref()));
+        .enumerate()
+        .find(|(_, s)| !subset.is_empty() && s.name == subset);
+    sub.and_then(|(i, s)| {
+        level(
+            s.traffic_policy.as_ref(),
+            format!("subsets[{i}].trafficPolicy."),
+        )
+    })
+    .or_else(|| level(dr.spec.traffic_policy.as_ref(), "trafficPolicy.".to_owned()))
+}
+
+/// The `loadBalancer` of `dr` for (`subset`, `port`): the most specific of subset
+/// port-level, subset, port-level and rule-level settings.
+fn lb_algorithm(dr: &Res<DestinationRule>, subset: &str, port: u32) -> Algorithm {
+    let lb = most_specific(
+        dr,
+        subset,
+        port,
+        "loadBalancer",
+        |p| p.load_balancer.as_ref(),
+        |t| t.load_balancer.as_ref(),
+    )
+    .map(|(v, _)| v);
     match lb
         .as_ref()
         .and_then(|v| v.get("simple"))
@@ -543,40 +553,14 @@ fn connection_limits(
     port: u32,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Limits> {
-    let level =
-        |tp: Option<&TrafficPolicy>, base: String| -> Option<(serde_yaml_ng::Value, String)> {
-            let tp = tp?;
-            if let Some((i, p)) = tp
-                .port_level_settings
-                .iter()
-                .enumerate()
-                .find(|(_, p)| p.port.as_ref().is_some_and(|s| s.number == port))
-            {
-                if let Some(cp) = &p.connection_pool {
-                    return Some((
-                        cp.clone(),
-                        format!("{base}portLevelSettings[{i}].connectionPool"),
-                    ));
-                }
-            }
-            tp.connection_pool
-                .clone()
-                .map(|cp| (cp, format!("{base}connectionPool")))
-        };
-    let sub = dr
-        .spec
-        .subsets
-        .iter()
-        .enumerate()
-        .find(|(_, s)| !subset.is_empty() && s.name == subset);
-    let chosen = sub
-        .and_then(|(i, s)| {
-            level(
-                s.traffic_policy.as_ref(),
-                format!("subsets[{i}].trafficPolicy."),
-            )
-        })
-        .or_else(|| level(dr.spec.traffic_policy.as_ref(), "trafficPolicy.".to_owned()));
+    let chosen = most_specific(
+        dr,
+        subset,
+        port,
+        "connectionPool",
+        |p| p.connection_pool.as_ref(),
+        |t| t.connection_pool.as_ref(),
+    );
     let Some((value, f)) = chosen else {
         return Some(Limits::default());
     };
@@ -655,40 +639,14 @@ fn outlier_policy(
     port: u32,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Option<OutlierPolicy>> {
-    let level =
-        |tp: Option<&TrafficPolicy>, base: String| -> Option<(serde_yaml_ng::Value, String)> {
-            let tp = tp?;
-            if let Some((i, p)) = tp
-                .port_level_settings
-                .iter()
-                .enumerate()
-                .find(|(_, p)| p.port.as_ref().is_some_and(|s| s.number == port))
-            {
-                if let Some(od) = &p.outlier_detection {
-                    return Some((
-                        od.clone(),
-                        format!("{base}portLevelSettings[{i}].outlierDetection"),
-                    ));
-                }
-            }
-            tp.outlier_detection
-                .clone()
-                .map(|od| (od, format!("{base}outlierDetection")))
-        };
-    let sub = dr
-        .spec
-        .subsets
-        .iter()
-        .enumerate()
-        .find(|(_, s)| !subset.is_empty() && s.name == subset);
-    let chosen = sub
-        .and_then(|(i, s)| {
-            level(
-                s.traffic_policy.as_ref(),
-                format!("subsets[{i}].trafficPolicy."),
-            )
-        })
-        .or_else(|| level(dr.spec.traffic_policy.as_ref(), "trafficPolicy.".to_owned()));
+    let chosen = most_specific(
+        dr,
+        subset,
+        port,
+        "outlierDetection",
+        |p| p.outlier_detection.as_ref(),
+        |t| t.outlier_detection.as_ref(),
+    );
     let Some((value, f)) = chosen else {
         return Some(None);
     };

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 pub(crate) use destination_rule::{
-    ClientTlsSettings, ConnectionPoolSettings, DestinationRule, OutlierDetection, TrafficPolicy,
+    ConnectionPoolSettings, DestinationRule, OutlierDetection, PortTrafficPolicy, TrafficPolicy,
 };
 pub(crate) use gateway::{Gateway, ServerTlsSettings};
 pub(crate) use service_entry::{ServiceEntry, ServicePort, WorkloadEntry};

@@ -1211,6 +1211,241 @@ async fn least_request_avoids_the_busy_endpoint() {
     }
 }
 
+// ---- loadBalancer.consistentHash ----
+
+/// A DestinationRule for `SVC` with `loadBalancer: {consistentHash: <hash>}` (a YAML flow map).
+fn hash_rule(hash: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: lb\nspec:\n  host: {SVC}\n  trafficPolicy:\n    loadBalancer:\n      consistentHash: {hash}\n---\n"
+    )
+}
+
+async fn three_upstreams() -> [UpstreamHandle; 3] {
+    [
+        Upstream::new("a").run().await,
+        Upstream::new("b").run().await,
+        Upstream::new("c").run().await,
+    ]
+}
+
+fn hash_config(ups: &[UpstreamHandle], hash: &str) -> String {
+    let eps: Vec<(u16, u32)> = ups.iter().map(|u| (u.port(), 1)).collect();
+    format!(
+        "{}{}{}{}",
+        http_gateway("gw", 8080, &["*"]),
+        service(SVC, &eps),
+        hash_rule(hash),
+        virtual_service("app", HOST, &rule(SVC, None, &[])),
+    )
+}
+
+#[tokio::test]
+async fn consistent_hash_on_header_sticks_and_spreads() {
+    for algo in [
+        "",
+        ", maglev: {tableSize: 251}",
+        ", ringHash: {minimumRingSize: 64}",
+    ] {
+        let ups = three_upstreams().await;
+        let gw = TestGateway::start(&hash_config(
+            &ups,
+            &format!("{{httpHeaderName: x-user{algo}}}"),
+        ))
+        .await;
+        let mut seen = std::collections::BTreeSet::new();
+        for user in 0..24 {
+            let first = app(&gw)
+                .header("x-user", &format!("user-{user}"))
+                .send("/")
+                .await
+                .body;
+            for _ in 0..4 {
+                let again = app(&gw)
+                    .header("x-user", &format!("user-{user}"))
+                    .send("/")
+                    .await
+                    .body;
+                assert_eq!(again, first, "user-{user} moved ({algo})");
+            }
+            seen.insert(first);
+        }
+        assert!(
+            seen.len() >= 2,
+            "24 users all on one endpoint ({algo}): {seen:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn consistent_hash_without_the_key_picks_at_random() {
+    let ups = three_upstreams().await;
+    let gw = TestGateway::start(&hash_config(&ups, "{httpHeaderName: x-user}")).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        seen.insert(app(&gw).send("/").await.body);
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+}
+
+#[tokio::test]
+async fn consistent_hash_cookie_with_ttl_is_set_then_sticks() {
+    let ups = three_upstreams().await;
+    let gw = TestGateway::start(&hash_config(
+        &ups,
+        "{httpCookie: {name: sticky, path: /, ttl: 3600s}}",
+    ))
+    .await;
+    let mut cookies = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let first = app(&gw).send("/").await;
+        assert_eq!(first.status, 200);
+        let set = first.header("set-cookie").to_owned();
+        assert!(
+            set.starts_with("sticky=\"") && set.contains("Max-Age=3600") && set.contains("Path=/"),
+            "{set}"
+        );
+        let cookie = set.split(';').next().unwrap().to_owned();
+        cookies.insert(cookie.clone());
+        for _ in 0..4 {
+            let again = app(&gw).header("cookie", &cookie).send("/").await;
+            assert_eq!(again.body, first.body, "cookie {cookie} moved");
+            assert_eq!(again.header("set-cookie"), "", "cookie set again");
+        }
+    }
+    assert_eq!(cookies.len(), 6, "each new client gets its own cookie");
+}
+
+#[tokio::test]
+async fn consistent_hash_on_source_ip_and_query_parameter() {
+    let ups = three_upstreams().await;
+    let gw = TestGateway::start(&hash_config(&ups, "{useSourceIp: true}")).await;
+    let first = app(&gw).send("/").await.body;
+    for _ in 0..10 {
+        assert_eq!(app(&gw).send("/").await.body, first);
+    }
+    let ups = three_upstreams().await;
+    let gw = TestGateway::start(&hash_config(&ups, "{httpQueryParameterName: u}")).await;
+    for u in 0..10 {
+        let first = app(&gw).send(&format!("/?x=1&u={u}")).await.body;
+        for _ in 0..3 {
+            assert_eq!(app(&gw).send(&format!("/p?u={u}")).await.body, first);
+        }
+    }
+}
+
+#[tokio::test]
+async fn consistent_hash_is_stable_when_an_endpoint_goes() {
+    let ups = [
+        Upstream::new("a").run().await,
+        Upstream::new("b").run().await,
+        Upstream::new("c").run().await,
+        Upstream::new("d").run().await,
+        Upstream::new("e").run().await,
+    ];
+    let gw = TestGateway::start(&hash_config(&ups, "{httpHeaderName: x-user}")).await;
+    let mut before = Vec::new();
+    for user in 0..60 {
+        before.push(
+            app(&gw)
+                .header("x-user", &format!("u{user}"))
+                .send("/")
+                .await
+                .body,
+        );
+    }
+    // Remove endpoint "e": only its users may move.
+    gw.reload_with(&hash_config(&ups[..4], "{httpHeaderName: x-user}"))
+        .await
+        .unwrap();
+    for (user, was) in before.iter().enumerate() {
+        let now = app(&gw)
+            .header("x-user", &format!("u{user}"))
+            .send("/")
+            .await
+            .body;
+        if was != "e" {
+            assert_eq!(&now, was, "u{user} moved from {was} to {now}");
+        } else {
+            assert_ne!(now, "e");
+        }
+    }
+    assert!(before.iter().any(|b| b == "e"), "no user on e: {before:?}");
+}
+
+#[tokio::test]
+async fn invalid_consistent_hash_is_rejected_with_its_field() {
+    let ups = three_upstreams().await;
+    for (hash, field, msg) in [
+        (
+            "{httpHeaderName: x-user, useSourceIp: true}",
+            "consistentHash",
+            "exactly one of",
+        ),
+        (
+            "{httpHeaderName: x-user, maglev: {tableSize: 1000}}",
+            "consistentHash.maglev.tableSize",
+            "prime",
+        ),
+        (
+            "{httpCookie: {name: s, ttl: soon}}",
+            "consistentHash.httpCookie.ttl",
+            "invalid duration",
+        ),
+    ] {
+        let errors = TestGateway::try_start_with(&hash_config(&ups, hash), |_| {})
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{hash} accepted"));
+        let text = errors.to_string();
+        assert!(
+            text.contains(&format!("trafficPolicy.loadBalancer.{field}")) && text.contains(msg),
+            "{hash}: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tcp_keepalive_is_set_on_upstream_connections() {
+    let ups = three_upstreams().await;
+    let dr = format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: lb\nspec:\n  host: {SVC}\n  trafficPolicy:\n    connectionPool:\n      tcp:\n        tcpKeepalive: {{time: 7s, interval: 3s, probes: 4}}\n---\n"
+    );
+    let yaml = format!(
+        "{}{}{}{}",
+        http_gateway("gw", 8080, &["*"]),
+        service(SVC, &[(ups[0].port(), 1)]),
+        dr,
+        virtual_service("app", HOST, &rule(SVC, None, &[])),
+    );
+    let gw = TestGateway::start(&yaml).await;
+    assert_eq!(app(&gw).send("/").await.status, 200);
+    // The gateway's pooled socket to the upstream: /proc/net/tcp shows timer 02 (keepalive)
+    // on an idle established socket only when SO_KEEPALIVE is on.
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port = format!(":{:04X}", ups[0].port());
+    let timers: Vec<&str> = tcp
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 5 && f[2].ends_with(&port) && f[3] == "01")
+        .map(|f| f[5].split(':').next().unwrap_or(""))
+        .collect();
+    assert!(
+        timers.contains(&"02"),
+        "no keepalive timer on the upstream socket: {timers:?}"
+    );
+    let bad = yaml.replace("probes: 4", "probes: 4, every: 1s");
+    let errors = TestGateway::try_start_with(&bad, |_| {})
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        errors.contains("connectionPool.tcp.tcpKeepalive"),
+        "{errors}"
+    );
+}
+
 // ---- connectionPool (circuit breaking) ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -288,9 +288,14 @@ impl Proxy {
         let mut avoid = None;
         let mut fresh_used = false;
         let mut fresh = false;
+        let hashed = cluster
+            .hash_key
+            .as_ref()
+            .map(|k| k.hash(&parts.headers, parts.uri.query(), conn.client.ip()))
+            .unwrap_or_default();
         loop {
             tries += 1;
-            let Some((idx, ep)) = cluster.pick(avoid) else {
+            let Some((idx, ep)) = cluster.pick(avoid, hashed.hash) else {
                 return finish_error(rec, &ProxyError::new(ErrorKind::NoHealthyEndpoint));
             };
             let in_flight = cluster.start(idx);
@@ -356,6 +361,9 @@ impl Proxy {
                     headers::strip_hop_by_hop(&mut rparts.headers);
                     dest.headers.response.apply(&mut rparts.headers);
                     route.headers.response.apply(&mut rparts.headers);
+                    if let Some(c) = &hashed.set_cookie {
+                        rparts.headers.append(http::header::SET_COOKIE, c.clone());
+                    }
                     rparts.version = downstream_version;
                     rec.status = rparts.status.as_u16();
                     rec.grpc_status = grpc_status;

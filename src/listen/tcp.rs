@@ -19,7 +19,8 @@ use tokio::time::Instant;
 
 use crate::config::{L4Route, Snapshot};
 use crate::metrics::Metrics;
-use crate::upstream::{Cluster, Target};
+use crate::upstream::hash::HashKey;
+use crate::upstream::Cluster;
 
 /// Settings of L4 forwarding.
 #[derive(Debug, Clone, Copy)]
@@ -48,7 +49,16 @@ pub(super) async fn forward(
     let Some(cluster) = f.pick(pick).and_then(|d| snap.clusters.get(d.cluster)) else {
         return;
     };
-    let (mut upstream, flags) = match connect(cluster, settings.connect_timeout).await {
+    // Only the source IP is known at L4; other hash keys pick at random, as in Envoy.
+    let hash = match (&cluster.hash_key, client.peer_addr()) {
+        (Some(HashKey::SourceIp), Ok(peer)) => {
+            HashKey::SourceIp
+                .hash(&http::HeaderMap::new(), None, peer.ip())
+                .hash
+        }
+        _ => None,
+    };
+    let (mut upstream, flags) = match connect(cluster, settings.connect_timeout, hash).await {
         Ok(s) => (Some(s), "-"),
         Err(flag) => (None, flag),
     };
@@ -88,28 +98,26 @@ fn labels<'a>(c: &'a Cluster, flags: &'static str) -> [&'a str; 8] {
 }
 
 /// Connect to an endpoint of `cluster`, trying a second one once; Envoy's flag on failure.
-async fn connect(cluster: &Cluster, timeout: Duration) -> Result<TcpStream, &'static str> {
+async fn connect(
+    cluster: &Cluster,
+    timeout: Duration,
+    hash: Option<u64>,
+) -> Result<TcpStream, &'static str> {
     let mut avoid = None;
     let mut flag = "UH";
     for _ in 0..2.min(cluster.endpoints.len().max(1)) {
-        let Some((i, ep)) = cluster.pick(avoid) else {
+        let Some((i, ep)) = cluster.pick(avoid, hash) else {
             return Err("UH");
         };
-        let fut = async {
-            match ep.pool.target() {
-                Target::Addr(a) => TcpStream::connect(*a).await,
-                Target::Dns(h, p) => TcpStream::connect((&**h, *p)).await,
-            }
-        };
-        match tokio::time::timeout(timeout, fut).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                return Ok(s);
-            }
-            Ok(Err(e)) => {
+        match ep
+            .pool
+            .connect_tcp(timeout, cluster.limits.conn.keepalive)
+            .await
+        {
+            Ok(s) => return Ok(s),
+            Err(e) => {
                 tracing::debug!(cluster = %cluster.name, error = %e, "upstream connect failed")
             }
-            Err(_) => tracing::debug!(cluster = %cluster.name, "upstream connect timed out"),
         }
         flag = "UF";
         avoid = Some(i);

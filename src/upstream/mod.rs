@@ -7,6 +7,8 @@
 //! Depends on: `error`, `body`, hyper, tokio (through `pool`).
 
 pub mod balance;
+pub mod dns;
+pub mod hash;
 pub mod outlier;
 pub mod pool;
 pub mod retry;
@@ -18,7 +20,8 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 pub use pool::{
-    Checkout, ConnLimits, EndpointPool, PoolSettings, PooledConn, Protocol, Registry, Sent, Target,
+    Checkout, ConnLimits, EndpointPool, Keepalive, PoolSettings, PooledConn, Protocol, Registry,
+    Sent, Target,
 };
 
 /// One backend address of a cluster.
@@ -59,6 +62,8 @@ pub struct Cluster {
     pub balancer: balance::Balancer,
     /// DestinationRule `connectionPool` limits.
     pub limits: Limits,
+    /// `loadBalancer.consistentHash` key, when the algorithm hashes.
+    pub hash_key: Option<hash::HashKey>,
     gate: Gate,
 }
 
@@ -130,7 +135,10 @@ impl Cluster {
         algorithm: balance::Algorithm,
         limits: Limits,
     ) -> Self {
-        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+        let keyed: Vec<(u32, String)> = endpoints
+            .iter()
+            .map(|e| (e.weight, e.pool.target().to_string()))
+            .collect();
         let service_name = service.split('.').next().unwrap_or_default().into();
         Self {
             name,
@@ -141,21 +149,41 @@ impl Cluster {
             port,
             protocol,
             endpoints,
-            balancer: balance::Balancer::new(algorithm, &weights),
+            balancer: balance::Balancer::new(algorithm, &keyed),
             limits,
+            hash_key: None,
             gate: Gate::default(),
         }
     }
 
+    /// Hash requests on `key` (consistent-hash algorithms).
+    pub fn with_hash_key(mut self, key: Option<hash::HashKey>) -> Self {
+        self.hash_key = key;
+        self
+    }
+
     /// Pick an endpoint, avoiding `avoid` when another one exists (a retry should not go
-    /// back to the endpoint that just failed).
-    pub fn pick(&self, avoid: Option<usize>) -> Option<(usize, &Endpoint)> {
+    /// back to the endpoint that just failed); `hash` is the request's consistent-hash key.
+    pub fn pick(&self, avoid: Option<usize>, hash: Option<u64>) -> Option<(usize, &Endpoint)> {
+        let n = self.endpoints.len();
+        if let (Some(h), Some(table)) = (hash, self.balancer.table()) {
+            let panic = self.limits.outlier.is_some_and(|o| {
+                let healthy = (0..n).filter(|j| !self.is_ejected(*j)).count();
+                healthy == 0 || healthy * 100 < n * o.min_health_percent as usize
+            });
+            let check_health = self.limits.outlier.is_some() && !panic;
+            let i = table
+                .lookup(h, |i| {
+                    (n > 1 && avoid == Some(i)) || (check_health && self.is_ejected(i))
+                })
+                .or_else(|| table.lookup(h, |_| false))?;
+            return self.endpoints.get(i).map(|e| (i, e));
+        }
         let active = |i: usize| {
             self.endpoints
                 .get(i)
                 .map_or(0, |e| e.active.load(Ordering::Relaxed))
         };
-        let n = self.endpoints.len();
         let i = self.balancer.pick(n, avoid, active)?;
         if self.limits.outlier.is_none() || !self.is_ejected(i) {
             return self.endpoints.get(i).map(|e| (i, e));

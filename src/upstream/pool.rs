@@ -25,20 +25,22 @@ use crate::body::UpBody;
 use crate::error::{ErrorKind, ProxyError};
 use crate::tls::client::ClientTls;
 
+use super::dns::{Cached, Resolver, Spread};
+
 /// Where an endpoint lives.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     /// A fixed socket address.
     Addr(SocketAddr),
-    /// A name resolved when a new connection is made.
-    Dns(Arc<str>, u16),
+    /// A name, resolved asynchronously and cached for its TTL (see `dns`).
+    Dns(Arc<str>, u16, Spread),
 }
 
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::Addr(a) => write!(f, "{a}"),
-            Target::Dns(h, p) => write!(f, "{h}:{p}"),
+            Target::Dns(h, p, _) => write!(f, "{h}:{p}"),
         }
     }
 }
@@ -73,20 +75,55 @@ impl Default for PoolSettings {
     }
 }
 
+type Names = HashMap<(Arc<str>, Spread), Weak<Cached>>;
+
 /// All endpoint pools, surviving reloads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     settings: PoolSettings,
+    resolver: Arc<Resolver>,
     pools: Mutex<HashMap<(Target, Protocol, u64), Weak<EndpointPool>>>,
+    /// DNS answers per name, shared by every pool (and port) of that name.
+    names: Mutex<Names>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new(PoolSettings::default())
+    }
 }
 
 impl Registry {
-    /// A registry whose pools use `settings`.
+    /// A registry whose pools use `settings`, resolving names with the system's resolver.
     pub fn new(settings: PoolSettings) -> Self {
+        Self::with_resolver(
+            settings,
+            Arc::new(Resolver::system(super::dns::DnsSettings::default())),
+        )
+    }
+
+    /// A registry whose pools use `settings`, resolving names with `resolver`.
+    pub fn with_resolver(settings: PoolSettings, resolver: Arc<Resolver>) -> Self {
         Self {
             settings,
+            resolver,
             pools: Mutex::default(),
+            names: Mutex::default(),
         }
+    }
+
+    fn cached(&self, host: &Arc<str>, spread: Spread) -> Arc<Cached> {
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        if names.len() > 64 {
+            names.retain(|_, w| w.strong_count() > 0);
+        }
+        let key = (host.clone(), spread);
+        if let Some(c) = names.get(&key).and_then(Weak::upgrade) {
+            return c;
+        }
+        let c = Arc::new(Cached::new(host.clone(), spread));
+        names.insert(key, Arc::downgrade(&c));
+        c
     }
 
     /// The pool for `target` over `protocol` (through `tls` when set), shared with any live
@@ -105,8 +142,14 @@ impl Registry {
         if let Some(p) = pools.get(&key).and_then(Weak::upgrade) {
             return p;
         }
+        let dns = match &key.0 {
+            Target::Dns(host, _, spread) => Some(self.cached(host, *spread)),
+            Target::Addr(_) => None,
+        };
         let pool = Arc::new(EndpointPool {
             target: key.0.clone(),
+            dns,
+            resolver: self.resolver.clone(),
             protocol,
             tls,
             settings: self.settings,
@@ -128,6 +171,8 @@ struct Idle {
 /// Connections to one endpoint.
 pub struct EndpointPool {
     target: Target,
+    dns: Option<Arc<Cached>>,
+    resolver: Arc<Resolver>,
     protocol: Protocol,
     tls: Option<Arc<ClientTls>>,
     settings: PoolSettings,
@@ -221,23 +266,51 @@ impl EndpointPool {
         None
     }
 
-    async fn connect_tcp(&self, timeout: Duration) -> Result<TcpStream, ProxyError> {
-        let fut = async {
-            match &self.target {
-                Target::Addr(a) => TcpStream::connect(*a).await,
-                Target::Dns(h, p) => TcpStream::connect((&**h, *p)).await,
+    /// A new TCP connection to the endpoint: each resolved address in turn until one
+    /// accepts, all within `timeout`; TCP keepalive as the DestinationRule asks.
+    pub async fn connect_tcp(
+        &self,
+        timeout: Duration,
+        keepalive: Option<Keepalive>,
+    ) -> Result<TcpStream, ProxyError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let addrs = match (&self.target, &self.dns) {
+            (Target::Addr(a), _) => vec![*a],
+            (Target::Dns(_, port, _), Some(cached)) => {
+                match tokio::time::timeout_at(deadline, cached.addresses(&self.resolver, *port))
+                    .await
+                {
+                    Err(_) => return Err(ProxyError::new(ErrorKind::ConnectTimeout)),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "upstream name did not resolve");
+                        return Err(ProxyError::with(ErrorKind::NoHealthyEndpoint, e));
+                    }
+                    Ok(Ok(a)) => a,
+                }
             }
+            (Target::Dns(..), None) => return Err(ProxyError::new(ErrorKind::NoHealthyEndpoint)),
         };
-        let stream = match tokio::time::timeout(timeout, fut).await {
-            Err(_) => return Err(ProxyError::new(ErrorKind::ConnectTimeout)),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ProxyError::with(ErrorKind::NoHealthyEndpoint, e))
+        let mut last = None;
+        for addr in addrs {
+            match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+                Err(_) => return Err(ProxyError::new(ErrorKind::ConnectTimeout)),
+                Ok(Err(e)) => {
+                    tracing::debug!(upstream = %addr, error = %e, "upstream connect failed");
+                    last = Some(e);
+                }
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    if let Some(k) = keepalive {
+                        k.apply(&s);
+                    }
+                    return Ok(s);
+                }
             }
-            Ok(Err(e)) => return Err(ProxyError::with(ErrorKind::ConnectFailed, e)),
-            Ok(Ok(s)) => s,
-        };
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+        }
+        Err(match last {
+            Some(e) => ProxyError::with(ErrorKind::ConnectFailed, e),
+            None => ProxyError::new(ErrorKind::NoHealthyEndpoint),
+        })
     }
 
     /// A connection to send one request on: an idle one unless `fresh`, else a new one.
@@ -265,7 +338,7 @@ impl EndpointPool {
             .connect_timeout
             .unwrap_or(self.settings.connect_timeout);
         let deadline = tokio::time::Instant::now() + connect_timeout;
-        let tcp = self.connect_tcp(connect_timeout).await?;
+        let tcp = self.connect_tcp(connect_timeout, limits.keepalive).await?;
         match &self.tls {
             None => {
                 self.handshake(TokioIo::new(tcp), self.protocol == Protocol::Http2)
@@ -367,6 +440,38 @@ pub struct ConnLimits {
     pub idle_timeout: Option<Duration>,
     /// `http.maxRequestsPerConnection`.
     pub max_requests_per_connection: Option<u32>,
+    /// `tcp.tcpKeepalive`.
+    pub keepalive: Option<Keepalive>,
+}
+
+/// `tcp.tcpKeepalive`: probes on idle upstream connections; unset parts keep the OS default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Idle time before the first probe.
+    pub time: Option<Duration>,
+    /// Time between probes.
+    pub interval: Option<Duration>,
+    /// Unanswered probes before the connection is dropped.
+    pub probes: Option<u32>,
+}
+
+impl Keepalive {
+    fn apply(&self, s: &TcpStream) {
+        let mut k = socket2::TcpKeepalive::new();
+        if let Some(t) = self.time {
+            k = k.with_time(t);
+        }
+        if let Some(i) = self.interval {
+            k = k.with_interval(i);
+        }
+        #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+        if let Some(p) = self.probes {
+            k = k.with_retries(p);
+        }
+        if let Err(e) = socket2::SockRef::from(s).set_tcp_keepalive(&k) {
+            tracing::debug!(error = %e, "cannot set TCP keepalive");
+        }
+    }
 }
 
 impl Checkout {

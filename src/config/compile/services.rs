@@ -12,7 +12,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::config::error::ConfigError;
-use crate::config::istio::{ConnectionPoolSettings, OutlierDetection, PortTrafficPolicy};
+use crate::config::istio::{
+    ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, PortTrafficPolicy, TcpKeepalive,
+};
 use crate::config::istio::{
     Destination, DestinationRule, ServiceEntry, ServicePort, TrafficPolicy, VirtualService,
     WorkloadEntry,
@@ -22,8 +24,12 @@ use crate::route::pattern_matches;
 use crate::tls::client::{self, ClientParams, ClientTls};
 use crate::tls::server::Credentials;
 use crate::upstream::balance::Algorithm;
+use crate::upstream::dns::Spread;
+use crate::upstream::hash::{self, Cookie, HashKey};
 use crate::upstream::outlier::OutlierPolicy;
-use crate::upstream::{Cluster, ConnLimits, Endpoint, Limits, Protocol, Registry, Target};
+use crate::upstream::{
+    Cluster, ConnLimits, Endpoint, Keepalive, Limits, Protocol, Registry, Target,
+};
 
 const RESOLUTIONS: [&str; 4] = ["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"];
 const PROTOCOLS: [&str; 12] = [
@@ -289,6 +295,10 @@ impl<'a> Services<'a> {
             Some("HTTP2" | "GRPC" | "GRPC-WEB") => Protocol::Http2,
             _ => Protocol::Http1,
         };
+        let (algorithm, hash_key) = match dr {
+            Some(dr) => load_balancer(dr, &subset_name, port.number, errors)?,
+            None => (Algorithm::default(), None),
+        };
         let cluster = Cluster::new(
             name,
             service.into(),
@@ -297,9 +307,7 @@ impl<'a> Services<'a> {
             port_number,
             protocol,
             endpoints,
-            dr.map_or(Algorithm::default(), |dr| {
-                lb_algorithm(dr, &subset_name, port.number)
-            }),
+            algorithm,
             match dr {
                 Some(dr) => Limits {
                     outlier: outlier_policy(dr, &subset_name, port.number, errors)?,
@@ -307,7 +315,8 @@ impl<'a> Services<'a> {
                 },
                 None => Limits::default(),
             },
-        );
+        )
+        .with_hash_key(hash_key);
         self.clusters.push(Arc::new(cluster));
         let i = self.clusters.len() - 1;
         self.cluster_idx.insert(key, i);
@@ -432,6 +441,11 @@ impl<'a> Services<'a> {
         };
         let default_port = u16::try_from(port.target_port.unwrap_or(port.number)).unwrap_or(0);
         let resolution = se.spec.resolution.as_deref().unwrap_or("NONE");
+        let spread = if resolution == "DNS_ROUND_ROBIN" {
+            Spread::First
+        } else {
+            Spread::All
+        };
         let mut workloads: Vec<&WorkloadEntry> = se.spec.endpoints.iter().collect();
         if let Some(sel) = &se.spec.workload_selector {
             workloads.extend(
@@ -458,7 +472,7 @@ impl<'a> Services<'a> {
                 return Vec::new();
             }
             return vec![mk(
-                Target::Dns(service.into(), default_port),
+                Target::Dns(service.into(), default_port, spread),
                 1,
                 BTreeMap::new(),
             )];
@@ -476,7 +490,7 @@ impl<'a> Services<'a> {
                     Ok(ip) => Target::Addr(SocketAddr::new(ip, p)),
                     // STATIC addresses were checked in validate_se.
                     Err(_) if resolution == "STATIC" => return None,
-                    Err(_) => Target::Dns(w.address.as_str().into(), p),
+                    Err(_) => Target::Dns(w.address.as_str().into(), p, spread),
                 };
                 Some(mk(target, w.weight.unwrap_or(1), w.labels.clone()))
             })
@@ -523,26 +537,129 @@ fn most_specific<T: Clone>(
 }
 
 /// The `loadBalancer` of `dr` for (`subset`, `port`): the most specific of subset
-/// port-level, subset, port-level and rule-level settings.
-fn lb_algorithm(dr: &Res<DestinationRule>, subset: &str, port: u32) -> Algorithm {
-    let lb = most_specific(
+/// port-level, subset, port-level and rule-level settings, as an algorithm and, for
+/// `consistentHash`, the request key. `None` when invalid (errors recorded).
+fn load_balancer(
+    dr: &Res<DestinationRule>,
+    subset: &str,
+    port: u32,
+    errors: &mut Vec<ConfigError>,
+) -> Option<(Algorithm, Option<HashKey>)> {
+    let chosen = most_specific(
         dr,
         subset,
         port,
         "loadBalancer",
         |p| p.load_balancer.as_ref(),
         |t| t.load_balancer.as_ref(),
-    )
-    .map(|(v, _)| v);
-    match lb
-        .as_ref()
-        .and_then(|v| v.get("simple"))
-        .and_then(|v| v.as_str())
-    {
-        Some("LEAST_REQUEST" | "LEAST_CONN") => Algorithm::LeastRequest,
-        Some("RANDOM") => Algorithm::Random,
-        _ => Algorithm::RoundRobin,
+    );
+    let Some((value, f)) = chosen else {
+        return Some((Algorithm::default(), None));
+    };
+    let lb: LoadBalancerSettings = match serde_yaml_ng::from_value(value) {
+        Ok(lb) => lb,
+        Err(e) => {
+            errors.push(dr.error(&f, format!("invalid loadBalancer: {e}")));
+            return None;
+        }
+    };
+    let Some(ch) = lb.consistent_hash else {
+        let algorithm = match lb.simple.as_deref() {
+            Some("LEAST_REQUEST" | "LEAST_CONN") => Algorithm::LeastRequest,
+            Some("RANDOM") => Algorithm::Random,
+            _ => Algorithm::RoundRobin,
+        };
+        return Some((algorithm, None));
+    };
+    let f = format!("{f}.consistentHash");
+    if lb.simple.is_some() {
+        errors.push(dr.error(&f, "simple and consistentHash are exclusive"));
+        return None;
     }
+    let mut keys = Vec::new();
+    if let Some(h) = &ch.http_header_name {
+        match http::HeaderName::from_bytes(h.as_bytes()) {
+            Ok(name) => keys.push(HashKey::Header(name)),
+            Err(_) => {
+                errors.push(dr.error(format!("{f}.httpHeaderName"), "invalid header name"));
+                return None;
+            }
+        }
+    }
+    if let Some(c) = &ch.http_cookie {
+        if c.name.is_empty() {
+            errors.push(dr.error(format!("{f}.httpCookie.name"), "a cookie name is required"));
+            return None;
+        }
+        let ttl = match c.ttl.as_deref() {
+            None => None,
+            Some(t) => match crate::config::duration::parse(t) {
+                Some(d) => Some(d),
+                None => {
+                    errors.push(dr.error(
+                        format!("{f}.httpCookie.ttl"),
+                        format!("invalid duration {t:?}"),
+                    ));
+                    return None;
+                }
+            },
+        };
+        keys.push(HashKey::Cookie(Cookie {
+            name: c.name.clone(),
+            path: c.path.clone(),
+            ttl,
+        }));
+    }
+    if ch.use_source_ip == Some(true) {
+        keys.push(HashKey::SourceIp);
+    }
+    if let Some(q) = &ch.http_query_parameter_name {
+        keys.push(HashKey::Query(q.clone()));
+    }
+    if keys.len() != 1 {
+        errors.push(dr.error(
+            &f,
+            "exactly one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName is required",
+        ));
+        return None;
+    }
+    let algorithm = match (&ch.ring_hash, &ch.maglev) {
+        (Some(_), Some(_)) => {
+            errors.push(dr.error(&f, "ringHash and maglev are exclusive"));
+            return None;
+        }
+        (None, Some(m)) => {
+            let size = m.table_size.unwrap_or(hash::DEFAULT_MAGLEV_SIZE);
+            if !hash::is_prime(size) || size > 5_000_011 {
+                errors.push(dr.error(
+                    format!("{f}.maglev.tableSize"),
+                    format!("{size} must be a prime number up to 5000011"),
+                ));
+                return None;
+            }
+            Algorithm::Maglev(size)
+        }
+        (ring, None) => {
+            let min = ring
+                .as_ref()
+                .and_then(|r| r.minimum_ring_size)
+                .or(ch.minimum_ring_size)
+                .filter(|n| *n > 0)
+                .unwrap_or(hash::DEFAULT_RING_SIZE);
+            if min > hash::MAX_RING_SIZE {
+                errors.push(dr.error(
+                    format!("{f}.ringHash.minimumRingSize"),
+                    format!(
+                        "{min} is above the maximum ring size {}",
+                        hash::MAX_RING_SIZE
+                    ),
+                ));
+                return None;
+            }
+            Algorithm::RingHash(min)
+        }
+    };
+    Some((algorithm, keys.pop()))
 }
 
 /// The `connectionPool` of `dr` for (`subset`, `port`), most specific level first, as
@@ -602,6 +719,7 @@ fn connection_limits(
         }
         None => None,
     };
+    let mut bad_keepalive = None;
     let mut duration = |field: &str, v: &Option<String>| -> Option<std::time::Duration> {
         let s = v.as_deref()?;
         match crate::config::duration::parse(s) {
@@ -614,6 +732,24 @@ fn connection_limits(
     };
     let connect_timeout = duration("tcp.connectTimeout", &tcp.connect_timeout);
     let idle_timeout = duration("http.idleTimeout", &http.idle_timeout);
+    let keepalive = match &tcp.tcp_keepalive {
+        None => None,
+        Some(k) => match serde_yaml_ng::from_value::<TcpKeepalive>(k.clone()) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                bad_keepalive = Some(format!("invalid: {e}"));
+                None
+            }
+        },
+    }
+    .map(|k| Keepalive {
+        time: duration("tcp.tcpKeepalive.time", &k.time),
+        interval: duration("tcp.tcpKeepalive.interval", &k.interval),
+        probes: k.probes,
+    });
+    if let Some(msg) = bad_keepalive {
+        errors.push(dr.error(format!("{f}.tcp.tcpKeepalive"), msg));
+    }
     if errors.len() > before {
         return None;
     }
@@ -622,6 +758,7 @@ fn connection_limits(
             connect_timeout,
             idle_timeout,
             max_requests_per_connection: max_per_conn.and_then(|n| u32::try_from(n).ok()),
+            keepalive,
         },
         max_connections,
         max_pending,
@@ -718,11 +855,23 @@ fn lb_warnings(
             format!("unknown algorithm {other}: ROUND_ROBIN is used"),
         )),
     }
+    if let Some(attrs) = lb
+        .get("consistentHash")
+        .and_then(|c| c.get("httpCookie"))
+        .and_then(|c| c.get("attributes"))
+    {
+        if attrs.as_sequence().is_some_and(|a| !a.is_empty()) {
+            warnings.push(dr.error(
+                format!("{field}.consistentHash.httpCookie.attributes"),
+                "not supported yet: ignored",
+            ));
+        }
+    }
     if let Some(map) = lb.as_mapping() {
         for key in map
             .keys()
             .filter_map(|k| k.as_str())
-            .filter(|k| *k != "simple")
+            .filter(|k| !matches!(*k, "simple" | "consistentHash"))
         {
             warnings.push(dr.error(format!("{field}.{key}"), "not supported yet: ignored"));
         }
@@ -766,7 +915,6 @@ fn policy_warnings(
         let tcp = cp.tcp.unwrap_or_default();
         let http = cp.http.unwrap_or_default();
         for (name, present) in [
-            ("tcp.tcpKeepalive", tcp.tcp_keepalive.is_some()),
             (
                 "tcp.maxConnectionDuration",
                 tcp.max_connection_duration.is_some(),

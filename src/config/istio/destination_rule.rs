@@ -64,6 +64,54 @@ pub(crate) struct ClientTlsSettings {
     pub(crate) insecure_skip_verify: Option<bool>,
 }
 
+/// `LoadBalancerSettings`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct LoadBalancerSettings {
+    pub(crate) simple: Option<String>,
+    pub(crate) consistent_hash: Option<ConsistentHashLb>,
+    pub(crate) locality_lb_setting: Option<serde_yaml_ng::Value>,
+    pub(crate) warmup_duration_secs: Option<serde_yaml_ng::Value>,
+    pub(crate) warmup: Option<serde_yaml_ng::Value>,
+}
+
+/// `LoadBalancerSettings.ConsistentHashLB`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub(crate) struct ConsistentHashLb {
+    pub(crate) http_header_name: Option<String>,
+    pub(crate) http_cookie: Option<HttpCookie>,
+    pub(crate) use_source_ip: Option<bool>,
+    pub(crate) http_query_parameter_name: Option<String>,
+    pub(crate) ring_hash: Option<RingHash>,
+    pub(crate) maglev: Option<MagLev>,
+    pub(crate) minimum_ring_size: Option<u64>,
+}
+
+/// `ConsistentHashLB.HTTPCookie`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub(crate) struct HttpCookie {
+    pub(crate) name: String,
+    pub(crate) path: Option<String>,
+    pub(crate) ttl: Option<String>,
+    pub(crate) attributes: Vec<serde_yaml_ng::Value>,
+}
+
+/// `ConsistentHashLB.RingHash`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub(crate) struct RingHash {
+    pub(crate) minimum_ring_size: Option<u64>,
+}
+
+/// `ConsistentHashLB.MagLev`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub(crate) struct MagLev {
+    pub(crate) table_size: Option<u64>,
+}
+
 /// `ConnectionPoolSettings`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -81,6 +129,15 @@ pub(crate) struct TcpSettings {
     pub(crate) tcp_keepalive: Option<serde_yaml_ng::Value>,
     pub(crate) max_connection_duration: Option<String>,
     pub(crate) idle_timeout: Option<String>,
+}
+
+/// `ConnectionPoolSettings.TCPSettings.TcpKeepalive`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub(crate) struct TcpKeepalive {
+    pub(crate) probes: Option<u32>,
+    pub(crate) time: Option<String>,
+    pub(crate) interval: Option<String>,
 }
 
 /// `ConnectionPoolSettings.HTTPSettings`.

@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 pub(crate) use destination_rule::{
-    ConnectionPoolSettings, DestinationRule, OutlierDetection, PortTrafficPolicy, TrafficPolicy,
+    ConnectionPoolSettings, DestinationRule, LoadBalancerSettings, OutlierDetection,
+    PortTrafficPolicy, TcpKeepalive, TrafficPolicy,
 };
 pub(crate) use gateway::{Gateway, ServerTlsSettings};
 pub(crate) use service_entry::{ServiceEntry, ServicePort, WorkloadEntry};

@@ -1,6 +1,10 @@
-//! Wiring: first load, the config task (file watch, SIGHUP, explicit reloads), listener
-//! reconciliation, admin, signals and drain. The only place that knows every part; nothing
-//! depends on it.
+//! Wiring: first load, the config task (file watch or Kubernetes reflectors, SIGHUP, explicit
+//! reloads), listener reconciliation, admin, signals and drain. The only place that knows
+//! every part; nothing depends on it.
+//!
+//! Both sources ping the same `Notify` on a change; the config task debounces a burst into one
+//! reload, reads a complete `RawSet` + credentials from the active source, and from there on
+//! the path (compile, bind, publish or reject) is the same for both.
 //!
 //! Depends on: everything.
 
@@ -13,16 +17,18 @@ use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
+#[cfg(feature = "kubernetes")]
+use crate::config::source::kube::{KubeSource, SourceError};
 use crate::config::source::watch::Watcher;
 use crate::config::{
-    self, AccessLog, Bootstrap, CompileOptions, ConfigError, ConfigStore, RawSet, Snapshot,
+    self, AccessLog, Bootstrap, CompileOptions, ConfigError, ConfigStore, RawSet, Snapshot, Source,
 };
 use crate::http::proxy::Proxy;
 use crate::http::server::ServerSettings;
 use crate::listen;
 use crate::metrics::Metrics;
 use crate::shutdown::Drain;
-use crate::tls::server::Preloaded;
+use crate::tls::server::{Credentials, Preloaded};
 use crate::upstream::Registry;
 
 /// Quiet time after a file event before reloading, so a burst of writes is one reload.
@@ -47,6 +53,10 @@ pub enum StartError {
     /// Metrics registration failed (a bug).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The Kubernetes source could not be set up.
+    #[cfg(feature = "kubernetes")]
+    #[error("kubernetes source: {0}")]
+    Kubernetes(#[from] SourceError),
 }
 
 /// The outcome of one reload.
@@ -130,9 +140,28 @@ struct ConfigTask {
     drain: Drain,
     active: HashMap<u16, CancellationToken>,
     addrs: Arc<Mutex<BTreeMap<u16, SocketAddr>>>,
-    watcher: Option<Watcher>,
+    source: ActiveSource,
     /// What the last published snapshot was built from (resources and certificate bytes).
     last_input: Option<(RawSet, Vec<Option<Vec<u8>>>)>,
+}
+
+/// The source the config task reads.
+enum ActiveSource {
+    /// `--config` files, with their watcher when the platform gives one.
+    Files(Option<Watcher>),
+    /// Reflectors over the Kubernetes API.
+    #[cfg(feature = "kubernetes")]
+    Kubernetes(KubeSource),
+}
+
+/// One read of the active source.
+struct Loaded {
+    raw: RawSet,
+    /// Every certificate byte the compile may use, compared to spot a change.
+    certs: Vec<Option<Vec<u8>>>,
+    credentials: Box<dyn Credentials>,
+    /// Which Gateways to serve (`CompileOptions::selector`).
+    selector: BTreeMap<String, String>,
 }
 
 /// Load the config, bind every listener and the admin port, and start serving.
@@ -161,6 +190,7 @@ pub async fn start(boot: Bootstrap) -> Result<Running, StartError> {
         metrics: metrics.clone(),
         max_replay_body: boot.max_replay_body,
         access_log: boot.access_log != AccessLog::Off,
+        forward_client_cert: boot.forward_client_cert,
     });
     let ctx = Arc::new(listen::Ctx {
         proxy,
@@ -174,12 +204,24 @@ pub async fn start(boot: Bootstrap) -> Result<Running, StartError> {
         tls_handshake_timeout: boot.tls_handshake_timeout,
     });
     let changed = Arc::new(Notify::new());
-    let watcher = match Watcher::new(changed.clone()) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch config files; reload with SIGHUP");
-            None
-        }
+    let source = match &boot.source {
+        Source::Files => ActiveSource::Files(match Watcher::new(changed.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch config files; reload with SIGHUP");
+                None
+            }
+        }),
+        #[cfg(feature = "kubernetes")]
+        Source::Kubernetes(settings) => ActiveSource::Kubernetes(
+            KubeSource::start(
+                settings,
+                boot.certs_dir.clone(),
+                boot.selector.is_empty(),
+                changed.clone(),
+            )
+            .await?,
+        ),
     };
     let addrs = Arc::new(Mutex::new(BTreeMap::new()));
     let mut task = ConfigTask {
@@ -191,7 +233,7 @@ pub async fn start(boot: Bootstrap) -> Result<Running, StartError> {
         drain: drain.clone(),
         active: HashMap::new(),
         addrs: addrs.clone(),
-        watcher,
+        source,
         last_input: None,
         boot,
     };
@@ -225,9 +267,14 @@ pub async fn start(boot: Bootstrap) -> Result<Running, StartError> {
 }
 
 impl ConfigTask {
-    fn compile(&self, raw: &RawSet, credentials: &Preloaded) -> Result<Snapshot, Vec<ConfigError>> {
+    fn compile(
+        &self,
+        raw: &RawSet,
+        credentials: &dyn Credentials,
+        selector: BTreeMap<String, String>,
+    ) -> Result<Snapshot, Vec<ConfigError>> {
         let opts = CompileOptions {
-            selector: self.boot.selector.clone(),
+            selector,
             mesh_port: self.boot.mesh_port,
             registry: &self.registry,
             credentials,
@@ -248,15 +295,13 @@ impl ConfigTask {
         StartError::Config(errors)
     }
 
-    /// Load, compile, bind new ports, publish, retire removed ports. On any error the
-    /// active snapshot and listeners stay as they were.
-    async fn load(&mut self) -> Result<Option<u64>, StartError> {
-        let raw =
-            config::source::file::load(&self.boot.config_paths).map_err(|e| self.rejected(e))?;
+    /// Read the `--config` files and the certificates they reference.
+    fn read_files(&mut self) -> Result<Loaded, Vec<ConfigError>> {
+        let raw = config::source::file::load(&self.boot.config_paths)?;
         let referenced = raw.referenced_files(&self.boot.certs_dir);
         // Watch before compiling: a config rejected for a missing certificate must be
         // retried when that file appears.
-        if let Some(w) = self.watcher.as_mut() {
+        if let ActiveSource::Files(Some(w)) = &mut self.source {
             let mut paths = self.boot.config_paths.clone();
             paths.extend(referenced.iter().cloned());
             for e in w.set(&paths, &referenced) {
@@ -267,21 +312,46 @@ impl ConfigTask {
         // is what is served, and a later change is always seen as a change.
         let certs: Vec<Option<Vec<u8>>> =
             referenced.iter().map(|p| std::fs::read(p).ok()).collect();
-        let input = (raw, certs);
+        let credentials = Box::new(Preloaded {
+            dir: self.boot.certs_dir.clone(),
+            files: referenced.into_iter().zip(certs.iter().cloned()).collect(),
+        });
+        Ok(Loaded {
+            raw,
+            certs,
+            credentials,
+            selector: self.boot.selector.clone(),
+        })
+    }
+
+    /// Read the active source.
+    fn read_source(&mut self) -> Result<Loaded, Vec<ConfigError>> {
+        match &self.source {
+            ActiveSource::Files(_) => self.read_files(),
+            #[cfg(feature = "kubernetes")]
+            ActiveSource::Kubernetes(k) => {
+                let input = k.read()?;
+                Ok(Loaded {
+                    certs: input.credentials.fingerprint(),
+                    selector: input.selector.unwrap_or_else(|| self.boot.selector.clone()),
+                    credentials: Box::new(input.credentials),
+                    raw: input.raw,
+                })
+            }
+        }
+    }
+
+    /// Load, compile, bind new ports, publish, retire removed ports. On any error the
+    /// active snapshot and listeners stay as they were.
+    async fn load(&mut self) -> Result<Option<u64>, StartError> {
+        let loaded = self.read_source().map_err(|e| self.rejected(e))?;
+        let input = (loaded.raw, loaded.certs);
         if self.last_input.as_ref() == Some(&input) {
             tracing::debug!("config unchanged");
             return Ok(None);
         }
-        let preloaded = Preloaded {
-            dir: self.boot.certs_dir.clone(),
-            files: referenced
-                .iter()
-                .cloned()
-                .zip(input.1.iter().cloned())
-                .collect(),
-        };
         let snap = self
-            .compile(&input.0, &preloaded)
+            .compile(&input.0, loaded.credentials.as_ref(), loaded.selector)
             .map_err(|e| self.rejected(e))?;
         // Bind new ports before publishing, so a port we cannot open rejects the reload.
         let mut fresh = Vec::new();

@@ -7,9 +7,10 @@
 //!   exact > longest wildcard > `*`; then the first matching `http[]` rule), and either
 //!   answers (redirect, direct response, 404) or forwards to a weighted destination's
 //!   [`upstream::Cluster`] with Istio's retry and timeout policy.
-//! - Config: [`config::source::file`] reads YAML into a `RawSet`, [`config::compile`]
-//!   validates it (errors name file:line, resource and field) into a `Snapshot`, and
-//!   [`config::ConfigStore`] publishes it atomically (arc-swap).
+//! - Config: [`config::source::file`] reads YAML into a `RawSet` (or, with the `kubernetes`
+//!   feature and `--source kubernetes`, `config::source::kube` reads it from kube-rs
+//!   reflectors), [`config::compile`] validates it (errors name file:line, resource and
+//!   field) into a `Snapshot`, and [`config::ConfigStore`] publishes it atomically (arc-swap).
 //! - Wiring (listeners, admin, shutdown): [`app`]. Admin API: [`admin`]. Metrics: [`metrics`].
 //!
 //! # Data flow

@@ -1,10 +1,11 @@
 //! The meshgate command line: parse flags, set up logging, run. No logic lives here.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -44,6 +45,24 @@ struct Cli {
     /// Access log on stdout.
     #[arg(long, value_enum, default_value = "off")]
     access_log: AccessLogArg,
+    /// `x-forwarded-client-cert` to upstreams: `sanitize` removes it; `sanitize-set` sets
+    /// the mutual TLS client's identity (Istio's gateway behaviour); `append-forward`,
+    /// `forward-only`, `always-forward-only` as in Envoy.
+    #[arg(long, value_enum, default_value = "sanitize")]
+    forward_client_cert: ForwardClientCertArg,
+    /// Where the Istio resources come from: `--config` files, or the Kubernetes API
+    /// (kubeconfig or in-cluster service account; needs the `kubernetes` build feature).
+    #[arg(long, value_enum, default_value = "files")]
+    source: SourceArg,
+    /// With `--source kubernetes`: watch only this namespace (repeatable; default all).
+    #[arg(long = "namespace", value_name = "NS")]
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
+    namespaces: Vec<String>,
+    /// With `--source kubernetes` and no `--selector`: the downward API file holding this
+    /// pod's labels; Gateways whose selector matches them are served (all if it is absent).
+    #[arg(long, default_value = "/etc/podinfo/labels", value_name = "PATH")]
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
+    pod_labels_file: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,6 +73,28 @@ enum Command {
         #[arg(value_name = "PATH", required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Exit 0 if the admin API reports ready (GET /healthz/ready answers 200 within 2 s),
+    /// else 1. For a container HEALTHCHECK in an image without curl.
+    Healthcheck {
+        /// Admin API address.
+        #[arg(long, default_value = "127.0.0.1:15000", value_name = "ADDR")]
+        admin: SocketAddr,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SourceArg {
+    Files,
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ForwardClientCertArg {
+    AppendForward,
+    AlwaysForwardOnly,
+    ForwardOnly,
+    Sanitize,
+    SanitizeSet,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -80,6 +121,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Validate { ref paths }) => validate(paths, &cli),
+        Some(Command::Healthcheck { admin }) => healthcheck(admin),
         None => match serve(cli) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -158,8 +200,21 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
         access_log,
         drain_delay: cli.drain_delay,
         drain_timeout: cli.drain_timeout,
+        forward_client_cert: {
+            use meshgate::http::headers::ForwardClientCert as F;
+            match cli.forward_client_cert {
+                ForwardClientCertArg::AppendForward => F::AppendForward,
+                ForwardClientCertArg::AlwaysForwardOnly => F::AlwaysForwardOnly,
+                ForwardClientCertArg::ForwardOnly => F::ForwardOnly,
+                ForwardClientCertArg::Sanitize => F::Sanitize,
+                ForwardClientCertArg::SanitizeSet => F::SanitizeSet,
+            }
+        },
         ..Bootstrap::default()
     };
+    if cli.source == SourceArg::Kubernetes {
+        boot.source = kubernetes_source(&cli)?;
+    }
     if !cli.config.is_empty() {
         boot.config_paths = cli.config;
     }
@@ -169,6 +224,69 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
         .context("cannot start the tokio runtime")?;
     rt.block_on(meshgate::run(boot, shutdown_signal()))?;
     Ok(())
+}
+
+#[cfg(feature = "kubernetes")]
+fn kubernetes_source(cli: &Cli) -> anyhow::Result<config::Source> {
+    Ok(config::Source::Kubernetes(config::KubeSettings {
+        namespaces: cli.namespaces.clone(),
+        pod_labels_file: cli.pod_labels_file.clone(),
+        connect: config::KubeConnect::Infer,
+    }))
+}
+
+#[cfg(not(feature = "kubernetes"))]
+fn kubernetes_source(_cli: &Cli) -> anyhow::Result<config::Source> {
+    anyhow::bail!("--source kubernetes: this meshgate was built without the `kubernetes` feature")
+}
+
+/// The readiness probe as a command: a raw HTTP/1.1 GET with one 2 s deadline overall.
+fn healthcheck(admin: SocketAddr) -> ExitCode {
+    match probe_ready(admin, Duration::from_secs(2)) {
+        Ok(200) => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("meshgate healthcheck: {admin}/healthz/ready answered {status}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("meshgate healthcheck: {admin}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The status code of `GET /healthz/ready` on `admin`, within `limit`.
+fn probe_ready(admin: SocketAddr, limit: Duration) -> std::io::Result<u16> {
+    let deadline = Instant::now() + limit;
+    let left = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or(std::io::ErrorKind::TimedOut)
+    };
+    let mut conn = TcpStream::connect_timeout(&admin, left()?)?;
+    conn.set_write_timeout(Some(left()?))?;
+    write!(
+        conn,
+        "GET /healthz/ready HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+    )?;
+    // The status line is all we need: "HTTP/1.1 200 OK".
+    let mut head = Vec::with_capacity(64);
+    let mut buf = [0u8; 64];
+    while !head.contains(&b'\n') && head.len() < 1024 {
+        conn.set_read_timeout(Some(left()?))?;
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .filter(|_| line.starts_with("HTTP/1."))
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response"))
 }
 
 async fn shutdown_signal() {
@@ -190,5 +308,53 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A one-shot server that reads a request and answers `reply`.
+    fn answer_once(reply: &'static [u8]) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"GET /healthz/ready HTTP/1.1\r\n"));
+            s.write_all(reply).unwrap();
+        });
+        addr
+    }
+
+    #[test]
+    fn probe_reads_the_status_code() {
+        let ok = answer_once(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        assert_eq!(probe_ready(ok, Duration::from_secs(2)).unwrap(), 200);
+        let draining = answer_once(b"HTTP/1.1 503 Service Unavailable\r\n\r\n");
+        assert_eq!(probe_ready(draining, Duration::from_secs(2)).unwrap(), 503);
+        let garbage = answer_once(b"SSH-2.0-OpenSSH\r\n");
+        assert!(probe_ready(garbage, Duration::from_secs(2)).is_err());
+    }
+
+    #[test]
+    fn probe_gives_up_at_its_deadline() {
+        // Accepts (the kernel backlog does) but never answers.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let started = Instant::now();
+        let e = probe_ready(l.local_addr().unwrap(), Duration::from_millis(300)).unwrap_err();
+        assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "{e}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 }

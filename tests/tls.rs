@@ -1048,12 +1048,11 @@ async fn tls_config_errors_name_the_field() {
     assert!(e.contains("ISTIO_MUTUAL"), "{e}");
 
     let e = start_err(&one(&format!(
-        "mode: MUTUAL, {}, caCertificates: \"{}\", subjectAltNames: [good.client]",
+        "mode: MUTUAL, {}, subjectAltNames: [good.client]",
         files(&cert),
-        ca.pem_path.display()
     )))
     .await;
-    assert!(e.contains("servers[0].tls.subjectAltNames"), "{e}");
+    assert!(e.contains("servers[0].tls.caCertificates"), "{e}");
 
     // The second server of the Gateway is named by its index.
     let yaml = gateway(
@@ -1339,6 +1338,63 @@ async fn passthrough_by_wildcard_sni_and_sni_without_route_is_dropped() {
 }
 
 #[tokio::test]
+async fn auto_passthrough_routes_istio_sni_to_service_port_and_subset() {
+    let backend_ca = Ca::new("backend-ca");
+    let leaf = backend_ca.server(
+        "backend",
+        &[
+            "outbound_.9443_._.reviews.default.svc.cluster.local",
+            "outbound_.9443_.v2_.reviews.default.svc.cluster.local",
+        ],
+    );
+    let v1 = Backend::start(Some(&leaf), Behaviour::Say("v1")).await;
+    let v2 = Backend::start(Some(&leaf), Behaviour::Say("v2")).await;
+    let yaml = format!(
+        "{}apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: reviews\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports:\n  - {{number: 9443, name: tls, protocol: TLS}}\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{tls: {}}}, labels: {{version: v1}}}}\n  - {{address: 127.0.0.1, ports: {{tls: {}}}, labels: {{version: v2}}}}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: reviews\nspec:\n  host: reviews\n  subsets:\n  - {{name: v2, labels: {{version: v2}}}}\n---\n",
+        gateway(
+            "eastwest",
+            &[server(15443, "TLS", &["*.local"], "mode: AUTO_PASSTHROUGH")]
+        ),
+        v1.port(),
+        v2.port(),
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let addr = gw.port(15443);
+    let client = TlsClient::new(&backend_ca);
+    // The v2 subset always lands on v2; the whole service on either.
+    for _ in 0..4 {
+        let hs = client
+            .connect(
+                addr,
+                "outbound_.9443_.v2_.reviews.default.svc.cluster.local",
+            )
+            .await;
+        assert!(hs.presented(&leaf), "{}", hs.error());
+        let mut out = String::new();
+        within(hs.ok().read_to_string(&mut out)).await.unwrap();
+        assert_eq!(out, "v2");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let hs = client
+            .connect(addr, "outbound_.9443_._.reviews.default.svc.cluster.local")
+            .await;
+        let mut out = String::new();
+        within(hs.ok().read_to_string(&mut out)).await.unwrap();
+        seen.insert(out);
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // An unknown port or subset, or an SNI outside the server's hosts, gets nothing.
+    for sni in [
+        "outbound_.9080_._.reviews.default.svc.cluster.local",
+        "outbound_.9443_.v9_.reviews.default.svc.cluster.local",
+    ] {
+        let hs = client.connect(addr, sni).await;
+        assert!(!hs.is_ok(), "{sni} was served");
+    }
+}
+
+#[tokio::test]
 async fn passthrough_weighted_destinations_spread_connections() {
     let backend_ca = Ca::new("backend-ca");
     let leaf = backend_ca.server("backend", &["backend.example.com"]);
@@ -1478,6 +1534,118 @@ async fn tcp_routes_forward_bytes_and_report_istio_tcp_metrics() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn mutual_subject_alt_names_restrict_clients_and_xfcc_carries_the_identity() {
+    let ca = Ca::new("gateway-ca");
+    let clients = Ca::new("client-ca");
+    let cert = ca.server("m", &["m.example.com"]);
+    let allowed = clients.client("allowed", &["allowed.client"]);
+    let other = clients.client("other", &["other.client"]);
+    let up = Upstream::new("app").run().await;
+    let yaml = format!(
+        "{}{}{}",
+        gateway(
+            "gw",
+            &[server(
+                8443,
+                "HTTPS",
+                &["m.example.com"],
+                &format!(
+                    "mode: MUTUAL, {}, caCertificates: \"{}\", subjectAltNames: [allowed.client, spiffe://x/y]",
+                    files(&cert),
+                    clients.pem_path.display()
+                )
+            )]
+        ),
+        vs_route("vs", "gw", &["m.example.com"], "app.svc"),
+        service_entry("app.svc", 80, "HTTP", &[(&up, "v1")]),
+    );
+    let gw = TestGateway::start_with(&yaml, |b| {
+        b.forward_client_cert = meshgate::http::headers::ForwardClientCert::SanitizeSet;
+    })
+    .await;
+    let addr = gw.port(8443);
+    for v in [Version::Tls13, Version::Tls12] {
+        let r = https_get(
+            &TlsClient::new(&ca).only(v).cert(&other),
+            addr,
+            "m.example.com",
+            "m.example.com",
+            "/",
+        )
+        .await;
+        assert!(
+            r.is_err(),
+            "{v:?}: a SAN outside subjectAltNames passed: {r:?}"
+        );
+        let r = https_get(
+            &TlsClient::new(&ca).only(v).cert(&allowed),
+            addr,
+            "m.example.com",
+            "m.example.com",
+            "/",
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status.as_u16(), 200, "{v:?}: {r:?}");
+        let xfcc = up.last().headers["x-forwarded-client-cert"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            xfcc.starts_with("Hash=")
+                && xfcc.contains(";Subject=\"CN=allowed.client\"")
+                && xfcc.ends_with(";DNS=allowed.client"),
+            "{xfcc}"
+        );
+    }
+    assert_eq!(up.hits(), 2, "the refused client reached the upstream");
+}
+
+#[tokio::test]
+async fn forged_xfcc_is_removed_by_default() {
+    let up = Upstream::new("app").run().await;
+    let yaml = format!(
+        "{}{}{}",
+        support::gateway::http_gateway("gw", 8080, &["*"]),
+        vs_route("vs", "gw", &["app.example.com"], "app.svc"),
+        service_entry("app.svc", 80, "HTTP", &[(&up, "v1")]),
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let r = Client::new(gw.port(8080), "app.example.com")
+        .header("x-forwarded-client-cert", "By=spiffe://forged;Hash=00")
+        .send("/")
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(up.last().headers.get("x-forwarded-client-cert").is_none());
+}
+
+#[tokio::test]
+async fn tls_server_with_simple_mode_terminates_into_tcp_routes() {
+    let ca = Ca::new("gateway-ca");
+    let cert = ca.server("db", &["db.example.com"]);
+    let echo = Backend::start(None, Behaviour::Echo).await;
+    let yaml = format!(
+        "{}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: db\nspec:\n  hosts: [db.example.com]\n  gateways: [gw]\n  tcp:\n  - match:\n    - port: 9443\n    route:\n    - destination:\n        host: echo.svc\n        port:\n          number: 9000\n---\n{}",
+        gateway("gw", &[server(9443, "TLS", &["db.example.com"], &simple(&cert))]),
+        se_static("echo.svc", 9000, "TCP", echo.port()),
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let hs = TlsClient::new(&ca)
+        .alpn(&["h2", "http/1.1"])
+        .connect(gw.port(9443), "db.example.com")
+        .await;
+    assert_eq!(
+        hs.alpn, None,
+        "a TCP server must not negotiate an HTTP protocol"
+    );
+    let stream = hs.stream.unwrap();
+    // The client sees the gateway's certificate and the plain bytes reach the echo backend.
+    let data = payload(200 * 1024);
+    let out = roundtrip(stream, &data).await;
+    assert!(out == data, "echo through terminated TLS differs");
 }
 
 // ---------------------------------------------------------------------------------------

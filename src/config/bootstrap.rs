@@ -1,7 +1,7 @@
 //! meshgate's own settings (addresses, limits, sources), with their defaults. Every default
 //! lives here with its unit.
 //!
-//! Depends on: std, `upstream::PoolSettings`.
+//! Depends on: std, `upstream::PoolSettings`, kube (`Config`, `Client`; feature `kubernetes`).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -22,9 +22,72 @@ pub enum AccessLog {
     Json,
 }
 
+/// Where the Istio resources come from.
+#[derive(Debug, Clone, Default)]
+pub enum Source {
+    /// `--config` files and directories, watched for changes (default).
+    #[default]
+    Files,
+    /// The Kubernetes API (`--source kubernetes`).
+    #[cfg(feature = "kubernetes")]
+    Kubernetes(KubeSettings),
+}
+
+/// Settings of the Kubernetes source.
+#[cfg(feature = "kubernetes")]
+#[derive(Debug, Clone)]
+pub struct KubeSettings {
+    /// Namespaces to watch (`--namespace`, repeatable); empty means all namespaces.
+    pub namespaces: Vec<String>,
+    /// Downward API file with this pod's labels (`--pod-labels-file`), read when no
+    /// `--selector` is given; default `/etc/podinfo/labels`.
+    pub pod_labels_file: PathBuf,
+    /// How to reach the API server; default: kubeconfig or in-cluster inference.
+    pub connect: KubeConnect,
+}
+
+#[cfg(feature = "kubernetes")]
+impl Default for KubeSettings {
+    fn default() -> Self {
+        Self {
+            namespaces: Vec::new(),
+            pod_labels_file: PathBuf::from("/etc/podinfo/labels"),
+            connect: KubeConnect::Infer,
+        }
+    }
+}
+
+/// How the Kubernetes source reaches the API server.
+#[cfg(feature = "kubernetes")]
+#[derive(Clone, Default)]
+pub enum KubeConnect {
+    /// `KUBECONFIG` / `~/.kube/config`, else the in-cluster service account (kube's
+    /// `Config::infer`).
+    #[default]
+    Infer,
+    /// This configuration (tests point it at an emulator URL with `kube::Config::new`).
+    Config(Box<kube::Config>),
+    /// This client (tests build one over a `tower-test` mock service).
+    Client(kube::Client),
+}
+
+#[cfg(feature = "kubernetes")]
+impl std::fmt::Debug for KubeConnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // kube::Client is not Debug, and a Config may carry credentials: print the shape only.
+        match self {
+            Self::Infer => f.write_str("Infer"),
+            Self::Config(c) => write!(f, "Config({})", c.cluster_url),
+            Self::Client(_) => f.write_str("Client(..)"),
+        }
+    }
+}
+
 /// Everything meshgate needs to start.
 #[derive(Debug, Clone)]
 pub struct Bootstrap {
+    /// Where the Istio resources come from (`--source`); default the `--config` files.
+    pub source: Source,
     /// Files and directories of Istio YAML (`--config`); default `config/`.
     pub config_paths: Vec<PathBuf>,
     /// Admin server address (`--admin`); default 127.0.0.1:15000.
@@ -41,6 +104,8 @@ pub struct Bootstrap {
     pub ephemeral_ports: bool,
     /// Access log format (`--access-log`).
     pub access_log: AccessLog,
+    /// `x-forwarded-client-cert` handling (`--forward-client-cert`); default sanitize.
+    pub forward_client_cert: crate::http::headers::ForwardClientCert,
     /// Time a client has to send a complete request head (seconds-scale; default 10 s).
     pub header_read_timeout: Duration,
     /// Largest request body buffered so that it can be sent again on retry (bytes; 64 KiB).
@@ -63,6 +128,7 @@ pub struct Bootstrap {
 impl Default for Bootstrap {
     fn default() -> Self {
         Self {
+            source: Source::Files,
             config_paths: vec![PathBuf::from("config")],
             admin_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 15000)),
             bind_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -71,6 +137,7 @@ impl Default for Bootstrap {
             mesh_port: None,
             ephemeral_ports: false,
             access_log: AccessLog::Off,
+            forward_client_cert: Default::default(),
             header_read_timeout: Duration::from_secs(10),
             max_replay_body: 64 * 1024,
             max_connections: 10_000,

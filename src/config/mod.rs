@@ -17,7 +17,9 @@ pub mod source;
 mod store;
 mod yaml_lines;
 
-pub use bootstrap::{AccessLog, Bootstrap};
+pub use bootstrap::{AccessLog, Bootstrap, Source};
+#[cfg(feature = "kubernetes")]
+pub use bootstrap::{KubeConnect, KubeSettings};
 pub use compile::{compile, CompileFailure, CompileOptions};
 pub use duration::parse as parse_duration;
 pub use error::{ConfigError, ConfigErrors};

@@ -20,6 +20,18 @@ pub(crate) struct Origin {
     pub(crate) lines: Arc<DocLines>,
 }
 
+impl Origin {
+    /// An origin with no lines, for resources not read from a YAML text (the Kubernetes
+    /// source names them `kubernetes:Kind/namespace/name`).
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
+    pub(crate) fn unlined(file: impl Into<Arc<str>>) -> Self {
+        Self {
+            file: file.into(),
+            lines: Arc::new(DocLines::default()),
+        }
+    }
+}
+
 /// One resource: its kind, metadata (namespace defaulted) and spec.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Res<T> {

@@ -86,8 +86,14 @@ pub enum TlsMode {
         config: Arc<rustls::ServerConfig>,
         /// Routes of the VirtualServices bound to this server.
         table: RouteTable,
-        /// Accepted client certificate SANs (`subjectAltNames`); empty accepts any.
-        client_sans: Vec<String>,
+    },
+    /// A `TLS` server with mode SIMPLE / MUTUAL: terminate, then forward the plain bytes
+    /// along the first TCP route of the VirtualServices bound to it.
+    TerminateTcp {
+        /// rustls configuration (certificate, client auth, versions; no ALPN).
+        config: Arc<rustls::ServerConfig>,
+        /// TCP routes, in order; the first one is used.
+        routes: Vec<L4Route>,
     },
     /// Forward the bytes untouched to the route matching the SNI.
     Passthrough,

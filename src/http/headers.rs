@@ -1,7 +1,7 @@
 //! Header handling between downstream and upstream: hop-by-hop removal, `x-forwarded-*`,
-//! `x-request-id`.
+//! `x-request-id`, `x-forwarded-client-cert`.
 //!
-//! Depends on: http, uuid, fastrand.
+//! Depends on: http, uuid, fastrand, `tls::identity`.
 
 use std::net::IpAddr;
 
@@ -14,6 +14,8 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `x-forwarded-proto`.
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `x-forwarded-client-cert`.
+pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -64,6 +66,65 @@ pub fn set_forwarded(h: &mut HeaderMap, client: IpAddr, scheme: &'static str) {
     h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
 }
 
+/// What happens to `x-forwarded-client-cert` (Envoy's `forward_client_cert_details`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardClientCert {
+    /// Append our element for a mutual TLS client to what arrived; otherwise remove it.
+    AppendForward,
+    /// Forward what arrived, whatever the connection.
+    AlwaysForwardOnly,
+    /// Forward what arrived on a mutual TLS connection; otherwise remove it.
+    ForwardOnly,
+    /// Remove it (default: a client must not be able to claim an identity).
+    #[default]
+    Sanitize,
+    /// Replace it with our element for a mutual TLS client; otherwise remove it (Istio's
+    /// gateway setting).
+    SanitizeSet,
+}
+
+/// Apply `mode` to `h` for a connection whose verified client certificate is `peer`.
+pub fn forward_client_cert(
+    h: &mut HeaderMap,
+    mode: ForwardClientCert,
+    peer: Option<&crate::tls::identity::Identity>,
+) {
+    let element = || peer.and_then(|p| HeaderValue::from_str(&p.xfcc_element(None)).ok());
+    match (mode, peer.is_some()) {
+        (ForwardClientCert::AlwaysForwardOnly, _) | (ForwardClientCert::ForwardOnly, true) => {}
+        (ForwardClientCert::AppendForward, true) => {
+            let prev = h
+                .get(&X_FORWARDED_CLIENT_CERT)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned);
+            let Some(ours) = element() else {
+                h.remove(&X_FORWARDED_CLIENT_CERT);
+                return;
+            };
+            let value = match prev {
+                Some(p) => {
+                    HeaderValue::from_str(&format!("{p},{}", ours.to_str().unwrap_or(""))).ok()
+                }
+                None => Some(ours),
+            };
+            h.remove(&X_FORWARDED_CLIENT_CERT);
+            if let Some(v) = value {
+                h.insert(&X_FORWARDED_CLIENT_CERT, v);
+            }
+        }
+        (ForwardClientCert::SanitizeSet, true) => {
+            h.remove(&X_FORWARDED_CLIENT_CERT);
+            if let Some(v) = element() {
+                h.insert(&X_FORWARDED_CLIENT_CERT, v);
+            }
+        }
+        _ => {
+            h.remove(&X_FORWARDED_CLIENT_CERT);
+        }
+    }
+}
+
 /// The request's `x-request-id`, generating a UUIDv4 one when absent or unusable.
 pub fn ensure_request_id(h: &mut HeaderMap) -> HeaderValue {
     if let Some(v) = h.get(&X_REQUEST_ID).filter(|v| !v.is_empty()) {
@@ -93,6 +154,40 @@ mod tests {
         assert!(h.get("x-private").is_none() && h.get("connection").is_none());
         assert_eq!(h.get("te").unwrap(), "trailers");
         assert_eq!(h.get("x-keep").unwrap(), "1");
+    }
+
+    #[test]
+    fn client_cert_modes() {
+        use crate::tls::identity::Identity;
+        let peer = Identity {
+            hash: "ab".into(),
+            subject: "CN=c".into(),
+            uris: vec!["spiffe://c".into()],
+            ..Identity::default()
+        };
+        let ours = "Hash=ab;Subject=\"CN=c\";URI=spiffe://c";
+        let run = |mode, peer: Option<&Identity>| {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-client-cert", "Hash=forged".parse().unwrap());
+            forward_client_cert(&mut h, mode, peer);
+            h.get("x-forwarded-client-cert")
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        use ForwardClientCert::*;
+        assert_eq!(run(Sanitize, Some(&peer)), None);
+        assert_eq!(run(SanitizeSet, None), None);
+        assert_eq!(run(SanitizeSet, Some(&peer)).as_deref(), Some(ours));
+        assert_eq!(
+            run(AppendForward, Some(&peer)),
+            Some(format!("Hash=forged,{ours}"))
+        );
+        assert_eq!(run(AppendForward, None), None);
+        assert_eq!(run(ForwardOnly, None), None);
+        assert_eq!(
+            run(ForwardOnly, Some(&peer)).as_deref(),
+            Some("Hash=forged")
+        );
+        assert_eq!(run(AlwaysForwardOnly, None).as_deref(), Some("Hash=forged"));
     }
 
     #[test]

@@ -28,6 +28,7 @@ use crate::config::{ConfigStore, Snapshot, TlsMode, TlsServer};
 use crate::error::{ErrorKind, ProxyError};
 use crate::metrics::Metrics;
 use crate::route::{host_of, pattern_matches, Action, RequestView, Route, WeightedDestination};
+use crate::tls::identity::Identity;
 use crate::upstream::outlier::Outcome;
 use crate::upstream::{retry, Cluster};
 
@@ -42,6 +43,8 @@ pub struct Proxy {
     pub max_replay_body: usize,
     /// Whether to emit access log events.
     pub access_log: bool,
+    /// `x-forwarded-client-cert` handling.
+    pub forward_client_cert: headers::ForwardClientCert,
 }
 
 /// What the request's connection tells about it.
@@ -55,6 +58,8 @@ pub struct ConnInfo {
     pub scheme: &'static str,
     /// The SNI of a terminated TLS connection (picks the Gateway server and its routes).
     pub sni: Option<Arc<str>>,
+    /// The verified client certificate of a mutual TLS connection.
+    pub peer_cert: Option<Arc<Identity>>,
 }
 
 /// The request body as the retry loop sees it.
@@ -243,6 +248,11 @@ impl Proxy {
         let downstream_version = parts.version;
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::set_forwarded(&mut parts.headers, conn.client.ip(), conn.scheme);
+        headers::forward_client_cert(
+            &mut parts.headers,
+            self.forward_client_cert,
+            conn.peer_cert.as_deref(),
+        );
         dest.headers.request.apply(&mut parts.headers);
         route.headers.request.apply(&mut parts.headers);
         let Ok(host_header) = HeaderValue::from_str(&authority) else {

@@ -118,6 +118,7 @@ async fn handle(
                 port,
                 scheme: "http",
                 sni: None,
+                peer_cert: None,
             };
             server::serve(stream, ctx.proxy.clone(), conn, ctx.http, stop).await;
         }
@@ -128,6 +129,7 @@ async fn handle(
                 Some(route) => {
                     tcp::forward(
                         stream,
+                        client,
                         bytes::Bytes::new(),
                         &snap,
                         route,

@@ -31,15 +31,20 @@ pub struct L4Settings {
     pub idle_timeout: Duration,
 }
 
-/// Forward `client` (after `prefix`, the bytes already read from it) along `route`.
-pub(super) async fn forward(
-    client: TcpStream,
+/// Forward `client` (from `peer`; after `prefix`, the bytes already read from it) along
+/// `route`. `client` is the raw socket, or the plaintext side of a terminated TLS session.
+#[allow(clippy::too_many_arguments, reason = "one call site per listener kind")]
+pub(super) async fn forward<S>(
+    client: S,
+    peer: std::net::SocketAddr,
     prefix: Bytes,
     snap: &Snapshot,
     route: &L4Route,
     settings: L4Settings,
     metrics: &Metrics,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let f = &route.forward;
     let pick = if f.destinations.len() > 1 {
         fastrand::u32(..f.total_weight)
@@ -50,8 +55,8 @@ pub(super) async fn forward(
         return;
     };
     // Only the source IP is known at L4; other hash keys pick at random, as in Envoy.
-    let hash = match (&cluster.hash_key, client.peer_addr()) {
-        (Some(HashKey::SourceIp), Ok(peer)) => {
+    let hash = match &cluster.hash_key {
+        Some(HashKey::SourceIp) => {
             HashKey::SourceIp
                 .hash(&http::HeaderMap::new(), None, peer.ip())
                 .hash
@@ -136,7 +141,12 @@ struct Counts {
 }
 
 /// Copy both ways until done or idle for `idle`.
-async fn splice(client: TcpStream, upstream: &mut TcpStream, counts: &Arc<Counts>, idle: Duration) {
+async fn splice<S: AsyncRead + AsyncWrite + Unpin>(
+    client: S,
+    upstream: &mut TcpStream,
+    counts: &Arc<Counts>,
+    idle: Duration,
+) {
     let start = Instant::now();
     let mut client = Counted {
         inner: client,
@@ -163,20 +173,20 @@ async fn splice(client: TcpStream, upstream: &mut TcpStream, counts: &Arc<Counts
 }
 
 /// The client side of a spliced connection, counting bytes and noting activity.
-struct Counted {
-    inner: TcpStream,
+struct Counted<S> {
+    inner: S,
     counts: Arc<Counts>,
     start: Instant,
 }
 
-impl Counted {
+impl<S> Counted<S> {
     fn touch(&self) {
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.counts.last.store(ms, Ordering::Relaxed);
     }
 }
 
-impl AsyncRead for Counted {
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -193,7 +203,7 @@ impl AsyncRead for Counted {
     }
 }
 
-impl AsyncWrite for Counted {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -19,6 +19,7 @@ use super::Ctx;
 use crate::config::TlsMode;
 use crate::http::proxy::ConnInfo;
 use crate::http::server;
+use crate::tls::identity::Identity;
 use crate::tls::peek::{self, Rewind};
 
 /// TLS alert: fatal, unrecognized_name (RFC 6066), sent in a TLS 1.2-versioned record.
@@ -73,31 +74,81 @@ pub(super) async fn serve(
                 reject("no_route");
                 return;
             };
-            tcp::forward(stream, prefix, &snap, route, ctx.l4, &ctx.proxy.metrics).await;
+            tcp::forward(
+                stream,
+                client,
+                prefix,
+                &snap,
+                route,
+                ctx.l4,
+                &ctx.proxy.metrics,
+            )
+            .await;
+        }
+        TlsMode::TerminateTcp { config, routes } => {
+            let Some(route) = routes.first() else {
+                tracing::debug!(sni = ?hello.sni, "no TCP route for terminated TLS");
+                reject("no_route");
+                return;
+            };
+            let Some(tls) = handshake(config, prefix, stream, deadline, &reject).await else {
+                return;
+            };
+            tcp::forward(
+                tls,
+                client,
+                bytes::Bytes::new(),
+                &snap,
+                route,
+                ctx.l4,
+                &ctx.proxy.metrics,
+            )
+            .await;
         }
         TlsMode::Terminate { config, .. } => {
-            let acceptor = TlsAcceptor::from(config.clone());
-            let io = Rewind::new(prefix, stream);
-            let tls = match tokio::time::timeout_at(deadline, acceptor.accept(io)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "TLS handshake failed");
-                    reject("handshake");
-                    return;
-                }
-                Err(_) => {
-                    reject("handshake_timeout");
-                    return;
-                }
+            let Some(tls) = handshake(config, prefix, stream, deadline, &reject).await else {
+                return;
             };
             drop(snap);
+            let peer_cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|der| Identity::from_der(der))
+                .map(Arc::new);
             let conn = ConnInfo {
                 client,
                 port,
                 scheme: "https",
                 sni: hello.sni.map(Into::into),
+                peer_cert,
             };
             server::serve(tls, ctx.proxy.clone(), conn, ctx.http, stop).await;
+        }
+    }
+}
+
+/// Finish the handshake `prefix` began, within `deadline`; `None` (counted) on failure.
+async fn handshake(
+    config: &Arc<rustls::ServerConfig>,
+    prefix: bytes::Bytes,
+    stream: TcpStream,
+    deadline: Instant,
+    reject: &impl Fn(&str),
+) -> Option<tokio_rustls::server::TlsStream<Rewind<TcpStream>>> {
+    let acceptor = TlsAcceptor::from(config.clone());
+    let io = Rewind::new(prefix, stream);
+    match tokio::time::timeout_at(deadline, acceptor.accept(io)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            reject("handshake");
+            None
+        }
+        Err(_) => {
+            reject("handshake_timeout");
+            None
         }
     }
 }

@@ -1,5 +1,6 @@
-//! TLS: ClientHello parsing (`sni`), peeking it off a connection (`peek`), and the rustls
-//! server configurations built from Gateway servers (`server`).
+//! TLS: ClientHello parsing (`sni`), peeking it off a connection (`peek`), the rustls
+//! server configurations built from Gateway servers (`server`), origination configs
+//! (`client`) and peer certificate identities (`identity`).
 //!
 //! meshgate compiles in exactly one rustls crypto provider (ring); `provider()` is the only
 //! way code here gets it, and `install_default_provider` makes it the process default.
@@ -7,6 +8,7 @@
 //! Depends on: rustls, tokio-rustls, tls-parser.
 
 pub mod client;
+pub mod identity;
 pub mod peek;
 pub mod server;
 pub mod sni;

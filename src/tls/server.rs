@@ -15,6 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ServerSessionMemoryCache, StoresServerSessions, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite};
 
+use super::identity::SanVerifier;
 use super::provider;
 
 /// PEM material for one server.
@@ -124,6 +125,11 @@ pub struct Params<'a> {
     pub min_version: Option<&'a str>,
     pub max_version: Option<&'a str>,
     pub cipher_suites: &'a [String],
+    /// Client certificate SANs accepted (`subjectAltNames`); empty accepts any.
+    pub client_sans: &'a [String],
+    /// Offer h2 and http/1.1 by ALPN (HTTPS servers); TLS servers that terminate into TCP
+    /// offer nothing, so clients speak whatever they speak.
+    pub alpn: bool,
 }
 
 /// A configuration error, naming the `tls` field it concerns.
@@ -150,8 +156,8 @@ fn err(field: &'static str, message: impl Into<String>) -> TlsError {
 #[derive(Default)]
 pub struct SessionCaches(HashMap<CacheKey, Arc<dyn StoresServerSessions>>);
 
-/// Client-auth mode and CA bundle of the servers sharing a cache.
-type CacheKey = (ClientAuth, Option<Vec<u8>>);
+/// Client-auth mode, CA bundle and accepted SANs of the servers sharing a cache.
+type CacheKey = (ClientAuth, Option<Vec<u8>>, Vec<String>);
 
 impl std::fmt::Debug for SessionCaches {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -165,12 +171,19 @@ impl std::fmt::Debug for SessionCaches {
 const SESSIONS_PER_CACHE: usize = 4096;
 
 impl SessionCaches {
-    fn for_policy(&mut self, auth: ClientAuth, ca: Option<&[u8]>) -> Arc<dyn StoresServerSessions> {
+    fn for_policy(
+        &mut self,
+        auth: ClientAuth,
+        ca: Option<&[u8]>,
+        sans: &[String],
+    ) -> Arc<dyn StoresServerSessions> {
+        // A session resumed skips client verification: it must have passed the same checks.
         let key = (
             auth,
             (auth != ClientAuth::None)
                 .then(|| ca.map(<[u8]>::to_vec))
                 .flatten(),
+            sans.to_vec(),
         );
         self.0
             .entry(key)
@@ -238,12 +251,20 @@ pub fn build(p: &Params<'_>, caches: &mut SessionCaches) -> Result<Arc<ServerCon
             } else {
                 v
             };
-            builder.with_client_cert_verifier(v.build().map_err(|e| {
+            let v = v.build().map_err(|e| {
                 err(
                     "caCertificates",
                     format!("cannot verify clients with these CAs: {e}"),
                 )
-            })?)
+            })?;
+            if p.client_sans.is_empty() {
+                builder.with_client_cert_verifier(v)
+            } else {
+                builder.with_client_cert_verifier(Arc::new(SanVerifier::new(
+                    v,
+                    p.client_sans.to_vec(),
+                )))
+            }
         }
     };
     let mut cfg = builder.with_single_cert(chain, key).map_err(|e| {
@@ -252,8 +273,10 @@ pub fn build(p: &Params<'_>, caches: &mut SessionCaches) -> Result<Arc<ServerCon
             format!("{}: certificate and key rejected: {e}", p.pem.origin),
         )
     })?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    cfg.session_storage = caches.for_policy(p.client_auth, p.pem.ca.as_deref());
+    if p.alpn {
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    }
+    cfg.session_storage = caches.for_policy(p.client_auth, p.pem.ca.as_deref(), p.client_sans);
     Ok(Arc::new(cfg))
 }
 
@@ -369,6 +392,8 @@ mod tests {
             min_version: None,
             max_version: None,
             cipher_suites: suites,
+            client_sans: &[],
+            alpn: true,
         }
     }
 

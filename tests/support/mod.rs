@@ -4,6 +4,8 @@
 
 pub mod client;
 pub mod gateway;
+#[cfg(feature = "kubernetes")]
+pub mod kmock;
 pub mod pki;
 pub mod upstream;
 

@@ -36,6 +36,11 @@ pub(super) fn render(s: &Snapshot) -> Value {
                     .map(|srv| {
                         let (mode, hosts) = match &srv.mode {
                             TlsMode::Passthrough => ("passthrough", serde_json::Map::new()),
+                            TlsMode::TerminateTcp { routes, .. } => (
+                                "terminate-tcp",
+                                std::iter::once(("*".to_owned(), routes.iter().map(|r| l4(s, r)).collect()))
+                                    .collect(),
+                            ),
                             TlsMode::Terminate { table, .. } => (
                                 "terminate",
                                 table

@@ -284,6 +284,7 @@ pub fn compile(raw: &RawSet, opts: &CompileOptions<'_>) -> Result<Snapshot, Comp
                 let tp = tls_port(
                     raw,
                     opts,
+                    &mut services,
                     &compiled,
                     *port,
                     servers,
@@ -294,7 +295,8 @@ pub fn compile(raw: &RawSet, opts: &CompileOptions<'_>) -> Result<Snapshot, Comp
                 tls_ports.insert(*port, tp);
             }
             PortProtocol::Tcp => {
-                tcp_ports.insert(*port, tcp_routes(raw, &compiled, *port, servers));
+                let refs: Vec<&ServerRef> = servers.iter().collect();
+                tcp_ports.insert(*port, tcp_routes(raw, &compiled, *port, &refs));
             }
         }
         listeners.push(Listener {
@@ -395,6 +397,7 @@ fn http_table(raw: &RawSet, compiled: &[CompiledVs], servers: &[&ServerRef]) -> 
 fn tls_port(
     raw: &RawSet,
     opts: &CompileOptions<'_>,
+    services: &mut services::Services<'_>,
     compiled: &[CompiledVs],
     port: u16,
     servers: &[ServerRef],
@@ -419,7 +422,10 @@ fn tls_port(
             continue;
         };
         let mode = match kind {
-            tls::ServerTls::Unsupported => continue,
+            tls::ServerTls::AutoPassthrough => {
+                auto_passthrough(raw, services, server, &mut tp, errors, warnings);
+                TlsMode::Passthrough
+            }
             tls::ServerTls::Passthrough => {
                 for cvs in compiled
                     .iter()
@@ -449,13 +455,15 @@ fn tls_port(
                 }
                 TlsMode::Passthrough
             }
-            tls::ServerTls::Terminate {
-                config,
-                client_sans,
-            } => TlsMode::Terminate {
+            tls::ServerTls::Terminate { config } if server.protocol == "TLS" => {
+                TlsMode::TerminateTcp {
+                    config,
+                    routes: tcp_routes(raw, compiled, port, &[server]),
+                }
+            }
+            tls::ServerTls::Terminate { config } => TlsMode::Terminate {
                 config,
                 table: http_table(raw, compiled, &[server]),
-                client_sans,
             },
         };
         let index = tp.servers.len();
@@ -477,13 +485,90 @@ fn tls_port(
     tp
 }
 
+/// AUTO_PASSTHROUGH: one passthrough route per SNI `outbound_.PORT_.SUBSET_.HOST` (subset
+/// empty for the whole service) for every ServiceEntry host the server exposes, its ports
+/// and its DestinationRule subsets, as Istio's east-west gateways accept them.
+fn auto_passthrough(
+    raw: &RawSet,
+    services: &mut services::Services<'_>,
+    server: &ServerRef,
+    tp: &mut TlsPort,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) {
+    use crate::config::istio::{Destination, PortSelector, VirtualService};
+    use crate::config::raw::Res;
+    use crate::route::{Forward, HeaderOps, WeightedDestination};
+    for se in &raw.service_entries {
+        let origin = Res {
+            kind: "ServiceEntry",
+            name: se.name.clone(),
+            namespace: se.namespace.clone(),
+            labels: Default::default(),
+            spec: VirtualService::default(),
+            origin: se.origin.clone(),
+        };
+        for host in se.spec.hosts.iter().filter(|h| !h.contains('*')) {
+            let host = host.to_ascii_lowercase();
+            if !server
+                .admits(&se.namespace)
+                .any(|sh| crate::route::pattern_matches(&sh.host, &host))
+            {
+                continue;
+            }
+            let subsets: Vec<String> = std::iter::once(String::new())
+                .chain(
+                    raw.destination_rules
+                        .iter()
+                        .filter(|dr| {
+                            dr.spec.host.eq_ignore_ascii_case(&host)
+                                || services::expand_short(&dr.spec.host, &dr.namespace)
+                                    .is_some_and(|full| full == host)
+                        })
+                        .flat_map(|dr| dr.spec.subsets.iter().map(|s| s.name.clone())),
+                )
+                .collect();
+            for port in &se.spec.ports {
+                for subset in &subsets {
+                    let dest = Destination {
+                        host: host.clone(),
+                        subset: (!subset.is_empty()).then(|| subset.clone()),
+                        port: Some(PortSelector {
+                            number: port.number,
+                        }),
+                    };
+                    let Some(cluster) =
+                        services.cluster_for(&origin, "hosts", &dest, errors, warnings)
+                    else {
+                        continue;
+                    };
+                    let sni = format!("outbound_.{}_.{subset}_.{host}", port.number);
+                    tp.passthrough
+                        .entry_or_insert_with(&sni, Vec::new)
+                        .push(L4Route {
+                            name: format!("auto|{sni}").into(),
+                            forward: Forward {
+                                destinations: vec![WeightedDestination {
+                                    weight: 100,
+                                    cluster,
+                                    headers: HeaderOps::default(),
+                                }],
+                                total_weight: 100,
+                            },
+                        });
+                }
+            }
+        }
+    }
+}
+
 /// TCP routes for `port`: rules of VirtualServices bound to the port's Gateways whose match
 /// is empty or names this port, in source order.
 fn tcp_routes(
     raw: &RawSet,
     compiled: &[CompiledVs],
     port: u16,
-    servers: &[ServerRef],
+    servers: &[&ServerRef],
 ) -> Vec<L4Route> {
     let mut out = Vec::new();
     for cvs in compiled {

@@ -12,11 +12,11 @@ use crate::tls::server::{self, ClientAuth, Credentials, Pem, SessionCaches};
 pub(super) enum ServerTls {
     Terminate {
         config: std::sync::Arc<rustls::ServerConfig>,
-        client_sans: Vec<String>,
     },
     Passthrough,
-    /// Accepted but not served (a warning was recorded).
-    Unsupported,
+    /// Route by the SNI Istio's sidecars send (`outbound_.PORT_.SUBSET_.HOST`) to that
+    /// service, without VirtualServices.
+    AutoPassthrough,
 }
 
 /// Compile `servers[i].tls` of `gw` for a server of `protocol` (HTTPS or TLS).
@@ -42,13 +42,7 @@ pub(super) fn compile(
     let mode = tls.mode.as_deref().unwrap_or("SIMPLE");
     let client_auth = match mode {
         "PASSTHROUGH" => return Some(ServerTls::Passthrough),
-        "AUTO_PASSTHROUGH" => {
-            warnings.push(gw.error(
-                format!("{f}.mode"),
-                "AUTO_PASSTHROUGH is not supported yet: server not served",
-            ));
-            return Some(ServerTls::Unsupported);
-        }
+        "AUTO_PASSTHROUGH" => return Some(ServerTls::AutoPassthrough),
         "ISTIO_MUTUAL" => {
             errors.push(gw.error(
                 format!("{f}.mode"),
@@ -64,20 +58,11 @@ pub(super) fn compile(
             return None;
         }
     };
-    if protocol == "TLS" {
+    if !tls.subject_alt_names.is_empty() && client_auth == ClientAuth::None {
         warnings.push(gw.error(
-            format!("{f}.mode"),
-            "terminating TLS for TCP routes is not supported yet: server not served",
-        ));
-        return Some(ServerTls::Unsupported);
-    }
-    if !tls.subject_alt_names.is_empty() {
-        // Accepting every client certificate would silently widen access: refuse instead.
-        errors.push(gw.error(
             format!("{f}.subjectAltNames"),
-            "restricting client certificate SANs is not supported yet: remove it or expect every client the CA signed",
+            "ignored: SIMPLE mode asks no client certificate (use MUTUAL or OPTIONAL_MUTUAL)",
         ));
-        return None;
     }
     let pem = match (
         &tls.credential_name,
@@ -129,12 +114,16 @@ pub(super) fn compile(
         min_version: tls.min_protocol_version.as_deref(),
         max_version: tls.max_protocol_version.as_deref(),
         cipher_suites: &tls.cipher_suites,
+        client_sans: if client_auth == ClientAuth::None {
+            &[]
+        } else {
+            &tls.subject_alt_names
+        },
+        // A TLS server terminates into TCP routes: advertising h2 would mislead clients.
+        alpn: protocol != "TLS",
     };
     match server::build(&params, caches) {
-        Ok(config) => Some(ServerTls::Terminate {
-            config,
-            client_sans: tls.subject_alt_names.clone(),
-        }),
+        Ok(config) => Some(ServerTls::Terminate { config }),
         Err(e) => {
             errors.push(gw.error(format!("{f}.{}", e.field), e.message));
             None

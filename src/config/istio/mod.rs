@@ -21,6 +21,8 @@ pub(crate) use destination_rule::{
     PortTrafficPolicy, TcpKeepalive, TrafficPolicy,
 };
 pub(crate) use gateway::{Gateway, ServerTlsSettings};
+#[cfg(feature = "kubernetes")]
+pub(crate) use service_entry::WorkloadSelector;
 pub(crate) use service_entry::{ServiceEntry, ServicePort, WorkloadEntry};
 pub(crate) use virtual_service::{
     Destination, HeaderOperations, Headers, HttpDirectResponse, HttpMatchRequest, HttpRedirect,

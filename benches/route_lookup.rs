@@ -97,6 +97,9 @@ fn rules(vs: &Arc<str>, kind: UriKind, regexes: &[StrMatch]) -> Vec<Route> {
                 headers: HeaderOps::default(),
                 timeout: None,
                 retry: RetryPolicy::default(),
+                fault: None,
+                cors: None,
+                mirrors: Vec::new().into(),
             }
         })
         .collect()

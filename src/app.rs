@@ -191,6 +191,7 @@ pub async fn start(boot: Bootstrap) -> Result<Running, StartError> {
         max_replay_body: boot.max_replay_body,
         access_log: boot.access_log != AccessLog::Off,
         forward_client_cert: boot.forward_client_cert,
+        mirrors: Default::default(),
     });
     let ctx = Arc::new(listen::Ctx {
         proxy,

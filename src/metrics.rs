@@ -56,6 +56,8 @@ pub struct Metrics {
     pub connections: IntCounterVec,
     /// `meshgate_upstream_retries_total{cluster}`.
     pub retries: IntCounterVec,
+    /// Mirrored request copies by cluster and result (`sent`, `failed`, `dropped`).
+    pub mirrors: IntCounterVec,
     /// `meshgate_upstream_connect_errors_total{cluster}`.
     pub connect_errors: IntCounterVec,
     /// `istio_tcp_connections_opened_total`.
@@ -126,6 +128,13 @@ impl Metrics {
             Opts::new("meshgate_upstream_retries_total", "Upstream retries"),
             &["cluster"],
         )?;
+        let mirrors = IntCounterVec::new(
+            Opts::new(
+                "meshgate_mirror_requests_total",
+                "Mirrored request copies (dropped: over the in-flight bound or body too large)",
+            ),
+            &["cluster", "result"],
+        )?;
         let connect_errors = IntCounterVec::new(
             Opts::new(
                 "meshgate_upstream_connect_errors_total",
@@ -169,6 +178,7 @@ impl Metrics {
         registry.register(Box::new(active_connections.clone()))?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(retries.clone()))?;
+        registry.register(Box::new(mirrors.clone()))?;
         registry.register(Box::new(connect_errors.clone()))?;
         registry.register(Box::new(tcp_opened.clone()))?;
         registry.register(Box::new(tcp_closed.clone()))?;
@@ -186,6 +196,7 @@ impl Metrics {
             active_connections,
             connections,
             retries,
+            mirrors,
             connect_errors,
             tcp_opened,
             tcp_closed,

@@ -31,6 +31,8 @@ pub(crate) struct RequestRecord {
     pub(crate) status: u16,
     pub(crate) grpc_status: Option<u32>,
     pub(crate) flags: &'static str,
+    /// A `fault.delay` held the request (response flag `DI`, added to the others).
+    pub(crate) fault_delayed: bool,
     pub(crate) request_bytes: RequestBytes,
     pub(crate) conn: Option<PooledConn>,
     /// Counts the request against its endpoint (LEAST_REQUEST) until the body ends.
@@ -77,11 +79,17 @@ impl Completion for RequestRecord {
             ),
             None => ("unknown", "unknown", "unknown", "", "unknown"),
         };
-        let flags = if !complete && self.flags == "-" {
+        let base = if !complete && self.flags == "-" {
             "DC"
         } else {
             self.flags
         };
+        let flags: std::borrow::Cow<'static, str> = match (self.fault_delayed, base) {
+            (false, f) => f.into(),
+            (true, "-") => "DI".into(),
+            (true, f) => format!("DI,{f}").into(),
+        };
+        let flags = &*flags;
         let labels: [&str; 13] = [
             "source",
             "meshgate",

@@ -5,6 +5,7 @@
 
 pub mod headers;
 mod log;
+pub mod mirror;
 pub mod proxy;
 pub mod respond;
 pub mod server;

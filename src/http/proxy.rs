@@ -27,7 +27,9 @@ use crate::body::{ProxyBody, UpBody};
 use crate::config::{ConfigStore, Snapshot, TlsMode, TlsServer};
 use crate::error::{ErrorKind, ProxyError};
 use crate::metrics::Metrics;
-use crate::route::{host_of, pattern_matches, Action, RequestView, Route, WeightedDestination};
+use crate::route::{
+    host_of, pattern_matches, roll, Action, CorsDecision, RequestView, Route, WeightedDestination,
+};
 use crate::tls::identity::Identity;
 use crate::upstream::outlier::Outcome;
 use crate::upstream::{retry, Cluster};
@@ -45,6 +47,8 @@ pub struct Proxy {
     pub access_log: bool,
     /// `x-forwarded-client-cert` handling.
     pub forward_client_cert: headers::ForwardClientCert,
+    /// Bound on mirrored copies in flight.
+    pub mirrors: super::mirror::Mirrors,
 }
 
 /// What the request's connection tells about it.
@@ -123,6 +127,7 @@ impl Proxy {
             status: 0,
             grpc_status: None,
             flags: "-",
+            fault_delayed: false,
             request_bytes: RequestBytes::Known(0),
             conn: None,
             in_flight: None,
@@ -180,7 +185,17 @@ impl Proxy {
             return finish_error(rec, &ProxyError::new(ErrorKind::NoRoute));
         };
         rec.route = Some(route.name.clone());
-        match &route.action {
+        // CORS runs before the router, as Envoy's filter does: a preflight never reaches
+        // the upstream, and allowed requests get their headers on whatever answers.
+        let mut cors = None;
+        if let Some(c) = &route.cors {
+            match c.decide(&parts.method, &parts.headers) {
+                CorsDecision::Pass => {}
+                CorsDecision::Preflight(h) => return finish(rec, respond::preflight(h), "-"),
+                CorsDecision::Decorate(h) => cors = Some(h),
+            }
+        }
+        let mut resp = match &route.action {
             Action::Respond(d) => finish(rec, respond::direct(d), "-"),
             Action::Redirect(r) => {
                 let loc = r.location(
@@ -192,6 +207,19 @@ impl Proxy {
                 finish(rec, respond::redirect(r.code, &loc), "-")
             }
             Action::Forward(f) => {
+                // Fault injection happens before the upstream is contacted: an aborted
+                // request never reaches it.
+                if let Some(fault) = &route.fault {
+                    if let Some(d) = fault.delay.as_ref().filter(|d| roll(d.percent)) {
+                        tokio::time::sleep(d.fixed).await;
+                        rec.fault_delayed = true;
+                    }
+                    if let Some(a) = fault.abort.as_ref().filter(|a| roll(a.percent)) {
+                        let (resp, grpc) = respond::fault_abort(a.status);
+                        rec.grpc_status = grpc;
+                        return with_headers(finish(rec, resp, "FI"), cors);
+                    }
+                }
                 let pick = if f.destinations.len() == 1 {
                     0
                 } else {
@@ -203,7 +231,11 @@ impl Proxy {
                 self.forward(&snap, route, block, dest, parts, body, conn, rec)
                     .await
             }
+        };
+        if let Some(h) = cors {
+            resp.headers_mut().extend(h);
         }
+        resp
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -287,6 +319,35 @@ impl Proxy {
             BodySlot::Stream(Some((body, count)))
         };
 
+        for m in route.mirrors.iter().filter(|m| roll(m.percent)) {
+            let Some(mc) = snap.clusters.get(m.cluster).cloned() else {
+                continue;
+            };
+            let body = match &slot {
+                BodySlot::Empty => Bytes::new(),
+                BodySlot::Buffered(b) => b.clone(),
+                // A streamed body is not held twice: the copy is dropped (Envoy would stream
+                // it; we bound memory instead).
+                BodySlot::Stream(_) => {
+                    self.metrics
+                        .mirrors
+                        .with_label_values(&[&mc.name, "dropped"])
+                        .inc();
+                    continue;
+                }
+            };
+            self.mirrors.send(
+                mc,
+                super::mirror::Copy {
+                    method: &parts.method,
+                    headers: &parts.headers,
+                    authority: &authority,
+                    path_and_query: &path_and_query,
+                    body,
+                },
+                &self.metrics,
+            );
+        }
         let admitted = match cluster.admit().await {
             Ok(a) => a,
             Err(_) => return finish_error(rec, &ProxyError::new(ErrorKind::Overflow)),
@@ -482,6 +543,13 @@ fn with_urx(flag: &'static str) -> &'static str {
         "UH" => "UH,URX",
         other => other,
     }
+}
+
+fn with_headers(mut resp: Response<ProxyBody>, h: Option<http::HeaderMap>) -> Response<ProxyBody> {
+    if let Some(h) = h {
+        resp.headers_mut().extend(h);
+    }
+    resp
 }
 
 fn finish_error(mut rec: RequestRecord, e: &ProxyError) -> Response<ProxyBody> {

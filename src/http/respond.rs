@@ -8,7 +8,7 @@ use http::{HeaderValue, Response, StatusCode};
 
 use crate::body::ProxyBody;
 use crate::error::{ErrorKind, ProxyError};
-use crate::route::DirectResponse;
+use crate::route::{AbortStatus, DirectResponse};
 
 /// The response for a failed request.
 pub fn error(e: &ProxyError) -> Response<ProxyBody> {
@@ -68,6 +68,29 @@ pub fn redirect(code: StatusCode, location: &str) -> Response<ProxyBody> {
         }
         Err(_) => *r.status_mut() = StatusCode::BAD_REQUEST,
     }
+    r
+}
+
+/// A request aborted by `fault.abort` (Envoy's body and, for gRPC, its trailers-only form).
+/// Returns the gRPC status sent, if any.
+pub fn fault_abort(status: AbortStatus) -> (Response<ProxyBody>, Option<u32>) {
+    match status {
+        AbortStatus::Http(code) => (text(code, "fault filter abort"), None),
+        AbortStatus::Grpc(code) => {
+            let mut r = Response::new(ProxyBody::empty());
+            let h = r.headers_mut();
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            h.insert("grpc-status", HeaderValue::from(code));
+            h.insert("grpc-message", HeaderValue::from_static("fault filter abort"));
+            (r, Some(code))
+        }
+    }
+}
+
+/// The answer to a CORS preflight: 200, no body, these headers.
+pub fn preflight(headers: http::HeaderMap) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::empty());
+    *r.headers_mut() = headers;
     r
 }
 

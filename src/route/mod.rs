@@ -4,6 +4,7 @@
 //!
 //! Depends on: std, http, regex (through `matcher`).
 
+mod filter;
 mod host;
 mod matcher;
 mod policy;
@@ -11,9 +12,15 @@ mod policy;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use filter::{
+    grpc_code, roll, shadow_authority, AbortStatus, Cors, CorsDecision, Fault, FaultAbort,
+    FaultDelay, Mirror,
+};
 pub use host::{intersect, pattern_matches, HostTable};
 pub use matcher::{HeaderMatch, MatchBlock, RequestView, StrMatch};
-pub use policy::{DirectResponse, HeaderEdits, HeaderOps, Redirect, RetryOn, RetryPolicy, Rewrite};
+pub use policy::{
+    re2_template, DirectResponse, HeaderEdits, HeaderOps, Redirect, RetryOn, RetryPolicy, Rewrite,
+};
 
 /// One compiled `http[]` rule of a VirtualService.
 #[derive(Debug, Clone)]
@@ -36,6 +43,12 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// Retry policy (Istio's default when `retries` is absent).
     pub retry: RetryPolicy,
+    /// `fault` injection.
+    pub fault: Option<Arc<Fault>>,
+    /// `corsPolicy`.
+    pub cors: Option<Arc<Cors>>,
+    /// `mirror` / `mirrors`.
+    pub mirrors: Arc<[Mirror]>,
 }
 
 impl Route {

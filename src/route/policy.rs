@@ -159,12 +159,18 @@ pub struct Rewrite {
     pub uri: Option<Box<str>>,
     /// New Host / authority sent upstream.
     pub authority: Option<HeaderValue>,
+    /// `uriRegexRewrite`: every match of the regex in the path replaced by the template
+    /// (captures already converted from RE2's `\1` to `${1}`).
+    pub uri_regex: Option<(regex::Regex, Box<str>)>,
 }
 
 impl Rewrite {
     /// The rewritten path for `path`, where `prefix` is the part the match consumed
     /// (see `StrMatch::rewritten_part`).
     pub fn path(&self, path: &str, prefix: &str) -> Option<String> {
+        if let Some((re, template)) = &self.uri_regex {
+            return Some(re.replace_all(path, &**template).into_owned());
+        }
         let new = self.uri.as_deref()?;
         let rest = if path.len() >= prefix.len() && path.is_char_boundary(prefix.len()) {
             &path[prefix.len()..]
@@ -176,6 +182,33 @@ impl Rewrite {
         out.push_str(rest);
         Some(out)
     }
+}
+
+/// Convert an RE2 / Envoy substitution (`\1` for capture 1) to the `regex` crate's syntax
+/// (`${1}`), escaping a literal `$`.
+pub fn re2_template(t: &str) -> String {
+    let mut out = String::with_capacity(t.len() + 8);
+    let mut chars = t.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '$' => out.push_str("$$"),
+            '\\' => match chars.peek() {
+                Some(d) if d.is_ascii_digit() => {
+                    out.push_str("${");
+                    out.push(*d);
+                    out.push('}');
+                    chars.next();
+                }
+                Some('\\') => {
+                    out.push('\\');
+                    chars.next();
+                }
+                _ => out.push('\\'),
+            },
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Envoy `retry_on` conditions, as a bit set.
@@ -293,6 +326,27 @@ impl RetryPolicy {
 mod tests {
     use super::*;
 
+    #[test]
+    fn regex_rewrite_with_captures() {
+        assert_eq!(re2_template(r"/v2/\1/x$"), "/v2/${1}/x$$");
+        let rw = Rewrite {
+            uri_regex: Some((
+                regex::Regex::new("^/service/([^/]+)(/.*)$").unwrap(),
+                re2_template(r"\2/instance/\1").into(),
+            )),
+            ..Rewrite::default()
+        };
+        assert_eq!(
+            rw.path("/service/foo/v1/api", "/").as_deref(),
+            Some("/v1/api/instance/foo")
+        );
+        let all = Rewrite {
+            uri_regex: Some((regex::Regex::new("a").unwrap(), "b".into())),
+            ..Rewrite::default()
+        };
+        assert_eq!(all.path("/aaa", "/").as_deref(), Some("/bbb"));
+    }
+
     fn redirect() -> Redirect {
         Redirect {
             uri: None,
@@ -353,7 +407,7 @@ mod tests {
     fn rewrite_replaces_prefix() {
         let r = Rewrite {
             uri: Some("/v2".into()),
-            authority: None,
+            ..Rewrite::default()
         };
         assert_eq!(r.path("/v1/users", "/v1").as_deref(), Some("/v2/users"));
         assert_eq!(r.path("/x", "/").as_deref(), Some("/v2x"));

@@ -9,6 +9,7 @@
 //! Depends on: `config::{raw, istio, error, snapshot}`, `route`, `upstream`.
 
 mod dump;
+mod filters;
 mod l4;
 mod routes;
 mod services;
@@ -702,6 +703,9 @@ fn mesh_defaults(
                     headers: HeaderOps::default(),
                     timeout: None,
                     retry: RetryPolicy::default(),
+                    fault: None,
+                    cors: None,
+                    mirrors: Vec::new().into(),
                 });
             }
             let vh = table.hosts.entry_or_insert_with(&host, || VirtualHost {

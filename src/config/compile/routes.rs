@@ -19,7 +19,7 @@ use crate::config::raw::Res;
 use crate::route::HeaderEdits;
 use crate::route::{
     Action, DirectResponse, Forward, HeaderMatch, HeaderOps, MatchBlock, Redirect, RetryOn,
-    RetryPolicy, Rewrite, Route, StrMatch, WeightedDestination,
+    RetryPolicy, Rewrite, Route, StrMatch, WeightedDestination, re2_template,
 };
 
 /// A compiled rule plus, per match block, the gateways it is restricted to (empty: all).
@@ -69,19 +69,6 @@ impl RuleCompiler<'_, '_> {
     pub(super) fn rule(&mut self, i: usize, r: &HttpRoute) -> Option<CompiledRule> {
         let f = format!("http[{i}]");
         let before = self.errors.len();
-        for (field, present) in [
-            ("fault", r.fault.is_some()),
-            ("mirror", r.mirror.is_some() || r.mirrors.is_some()),
-            (
-                "mirrorPercentage",
-                r.mirror_percentage.is_some() || r.mirror_percent.is_some(),
-            ),
-            ("corsPolicy", r.cors_policy.is_some()),
-        ] {
-            if present {
-                self.warn(format!("{f}.{field}"), "not supported yet: ignored");
-            }
-        }
         if r.delegate.is_some() {
             self.err(format!("{f}.delegate"), "delegation is not supported yet");
         }
@@ -117,13 +104,26 @@ impl RuleCompiler<'_, '_> {
             self.err(format!("{f}.rewrite"), "rewrite needs a route destination");
         }
         let rewrite = r.rewrite.as_ref().map(|rw| {
-            if rw.uri_regex_rewrite.is_some() {
-                self.warn(
-                    format!("{f}.rewrite.uriRegexRewrite"),
-                    "not supported yet: ignored",
+            if rw.uri.is_some() && rw.uri_regex_rewrite.is_some() {
+                self.err(
+                    format!("{f}.rewrite"),
+                    "uri and uriRegexRewrite are exclusive",
                 );
             }
+            let uri_regex = rw.uri_regex_rewrite.as_ref().and_then(|rr| {
+                match regex::Regex::new(&rr.pattern) {
+                    Ok(re) => Some((re, re2_template(&rr.rewrite).into())),
+                    Err(e) => {
+                        self.err(
+                            format!("{f}.rewrite.uriRegexRewrite.match"),
+                            format!("invalid regex: {e}"),
+                        );
+                        None
+                    }
+                }
+            });
             Rewrite {
+                uri_regex,
                 uri: rw.uri.as_deref().map(Into::into),
                 authority: rw
                     .authority
@@ -153,6 +153,21 @@ impl RuleCompiler<'_, '_> {
             None => RetryPolicy::default(),
         };
         let headers = self.headers(&format!("{f}.headers"), r.headers.as_ref());
+        let fault = r
+            .fault
+            .as_ref()
+            .and_then(|fi| self.fault(&format!("{f}.fault"), fi));
+        if fault.is_some() && !matches!(action, Some(Action::Forward(_))) {
+            self.warn(
+                format!("{f}.fault"),
+                "fault injection applies to routed requests only: ignored with redirect or directResponse",
+            );
+        }
+        let cors = r
+            .cors_policy
+            .as_ref()
+            .and_then(|c| self.cors(&format!("{f}.corsPolicy"), c));
+        let mirrors = self.mirrors(&f, r).unwrap_or_else(|| Vec::new().into());
         if self.errors.len() > before {
             return None;
         }
@@ -171,6 +186,9 @@ impl RuleCompiler<'_, '_> {
                 headers,
                 timeout,
                 retry,
+                fault,
+                cors,
+                mirrors,
             },
             block_gateways,
         })
@@ -264,7 +282,7 @@ impl RuleCompiler<'_, '_> {
         })
     }
 
-    fn string_match(&mut self, f: &str, sm: &StringMatch) -> Option<StrMatch> {
+    pub(super) fn string_match(&mut self, f: &str, sm: &StringMatch) -> Option<StrMatch> {
         match (&sm.exact, &sm.prefix, &sm.regex) {
             (None, None, None) => Some(StrMatch::Present),
             (Some(e), None, None) => Some(StrMatch::Exact(e.as_str().into())),

@@ -25,8 +25,9 @@ pub(crate) use gateway::{Gateway, ServerTlsSettings};
 pub(crate) use service_entry::WorkloadSelector;
 pub(crate) use service_entry::{ServiceEntry, ServicePort, WorkloadEntry};
 pub(crate) use virtual_service::{
-    Destination, HeaderOperations, Headers, HttpDirectResponse, HttpMatchRequest, HttpRedirect,
-    HttpRetry, HttpRoute, L4Match, PortSelector, RouteDestination, StringMatch, VirtualService,
+    CorsPolicy, Destination, HeaderOperations, Headers, HttpDirectResponse, HttpFaultInjection,
+    HttpMatchRequest, HttpRedirect, HttpRetry, HttpRoute, L4Match, Percent, PortSelector,
+    RouteDestination, StringMatch, VirtualService,
 };
 
 /// The `metadata` block every resource carries; only the fields meshgate uses.

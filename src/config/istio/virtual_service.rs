@@ -34,13 +34,78 @@ pub(crate) struct HttpRoute {
     pub(crate) timeout: Option<String>,
     pub(crate) retries: Option<HttpRetry>,
     pub(crate) headers: Option<Headers>,
-    pub(crate) delegate: Option<serde_yaml_ng::Value>,
-    pub(crate) fault: Option<serde_yaml_ng::Value>,
-    pub(crate) mirror: Option<serde_yaml_ng::Value>,
-    pub(crate) mirrors: Option<serde_yaml_ng::Value>,
-    pub(crate) mirror_percentage: Option<serde_yaml_ng::Value>,
-    pub(crate) mirror_percent: Option<serde_yaml_ng::Value>,
-    pub(crate) cors_policy: Option<serde_yaml_ng::Value>,
+    pub(crate) delegate: Option<Delegate>,
+    pub(crate) fault: Option<HttpFaultInjection>,
+    pub(crate) mirror: Option<Destination>,
+    pub(crate) mirrors: Vec<HttpMirrorPolicy>,
+    pub(crate) mirror_percentage: Option<Percent>,
+    pub(crate) mirror_percent: Option<u32>,
+    pub(crate) cors_policy: Option<CorsPolicy>,
+}
+
+/// `Delegate`: another VirtualService whose rules apply inside this rule's match.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub(crate) struct Delegate {
+    pub(crate) name: String,
+    pub(crate) namespace: Option<String>,
+}
+
+/// `Percent`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub(crate) struct Percent {
+    pub(crate) value: f64,
+}
+
+/// `HTTPFaultInjection`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub(crate) struct HttpFaultInjection {
+    pub(crate) delay: Option<FaultDelay>,
+    pub(crate) abort: Option<FaultAbort>,
+}
+
+/// `HTTPFaultInjection.Delay`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub(crate) struct FaultDelay {
+    pub(crate) fixed_delay: Option<String>,
+    pub(crate) exponential_delay: Option<String>,
+    pub(crate) percentage: Option<Percent>,
+    pub(crate) percent: Option<u32>,
+}
+
+/// `HTTPFaultInjection.Abort`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub(crate) struct FaultAbort {
+    pub(crate) http_status: Option<u32>,
+    pub(crate) grpc_status: Option<String>,
+    pub(crate) http2_error: Option<String>,
+    pub(crate) percentage: Option<Percent>,
+}
+
+/// `HTTPMirrorPolicy`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub(crate) struct HttpMirrorPolicy {
+    pub(crate) destination: Option<Destination>,
+    pub(crate) percentage: Option<Percent>,
+}
+
+/// `CorsPolicy`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub(crate) struct CorsPolicy {
+    pub(crate) allow_origins: Vec<StringMatch>,
+    pub(crate) allow_origin: Vec<String>,
+    pub(crate) allow_methods: Vec<String>,
+    pub(crate) allow_headers: Vec<String>,
+    pub(crate) expose_headers: Vec<String>,
+    pub(crate) max_age: Option<String>,
+    pub(crate) allow_credentials: Option<bool>,
+    pub(crate) unmatched_preflights: Option<String>,
 }
 
 /// `TLSRoute`: SNI-routed, not terminated.
@@ -169,7 +234,16 @@ pub(crate) struct HttpBody {
 pub(crate) struct HttpRewrite {
     pub(crate) uri: Option<String>,
     pub(crate) authority: Option<String>,
-    pub(crate) uri_regex_rewrite: Option<serde_yaml_ng::Value>,
+    pub(crate) uri_regex_rewrite: Option<RegexRewrite>,
+}
+
+/// `RegexRewrite`: an RE2 `match` and a `rewrite` that may use `\1`-style captures.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub(crate) struct RegexRewrite {
+    #[serde(rename = "match")]
+    pub(crate) pattern: String,
+    pub(crate) rewrite: String,
 }
 
 /// `HTTPRetry`.

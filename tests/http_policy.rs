@@ -1,0 +1,360 @@
+//! The rest of Istio's HTTP traffic policy, end to end: fault injection (delay, abort, gRPC
+//! abort, percentages), CORS (preflight allowed / denied / ignored, decorated responses),
+//! mirroring (the copy arrives with a `-shadow` authority while the client gets the primary's
+//! answer, even when the mirror is slow or down), and `uriRegexRewrite`.
+
+// Tests (and the shared harness they include) fail loudly by design.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::gateway::{http_gateway, service_entry};
+use support::{within, Client, TestGateway, Upstream, UpstreamHandle};
+
+const HOST: &str = "app.test";
+
+/// A VirtualService for `HOST` on gateway `gw` with one `http[]` rule: `rule` lines (each
+/// indented under the `- ` of the rule) plus a route to `app.svc`.
+fn vs(rule: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: app\nspec:\n  hosts: [{HOST}]\n  gateways: [gw]\n  http:\n  - route:\n    - destination:\n        host: app.svc\n{rule}---\n"
+    )
+}
+
+async fn start(up: &UpstreamHandle, rule: &str, extra: &str) -> TestGateway {
+    let yaml = format!(
+        "{}{}{}{extra}",
+        http_gateway("gw", 8080, &["*"]),
+        service_entry("app.svc", 80, "HTTP", &[(up, "v1")]),
+        vs(rule),
+    );
+    TestGateway::start(&yaml).await
+}
+
+fn client(gw: &TestGateway) -> Client {
+    Client::new(gw.port(8080), HOST)
+}
+
+async fn metrics(gw: &TestGateway) -> String {
+    Client::new(gw.admin(), "admin").send("/metrics").await.body
+}
+
+// ---- fault ----
+
+#[tokio::test]
+async fn fault_abort_never_reaches_the_upstream_and_is_flagged_fi() {
+    let up = Upstream::new("app").run().await;
+    let gw = start(
+        &up,
+        "    fault:\n      abort:\n        httpStatus: 418\n        percentage: {value: 100}\n",
+        "",
+    )
+    .await;
+    for _ in 0..5 {
+        let r = client(&gw).send("/").await;
+        assert_eq!(r.status, 418);
+        assert_eq!(r.body, "fault filter abort");
+    }
+    assert_eq!(up.hits(), 0, "an aborted request reached the upstream");
+    let m = metrics(&gw).await;
+    assert!(
+        m.lines().any(|l| l.starts_with("istio_requests_total{")
+            && l.contains("response_code=\"418\"")
+            && l.contains("response_flags=\"FI\"")
+            && l.ends_with(" 5")),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn fault_percentages_hold_statistically() {
+    let up = Upstream::new("app").run().await;
+    let gw = start(
+        &up,
+        "    fault:\n      abort:\n        httpStatus: 503\n        percentage: {value: 30}\n",
+        "",
+    )
+    .await;
+    let n = 600;
+    let mut aborted = 0;
+    for _ in 0..n {
+        let r = client(&gw).send("/").await;
+        if r.body == "fault filter abort" {
+            aborted += 1;
+        } else {
+            assert_eq!(r.status, 200);
+        }
+    }
+    // 30% of 600 = 180; 5 standard deviations (~56) either side.
+    assert!((124..=236).contains(&aborted), "aborted {aborted} of {n}");
+    assert_eq!(up.hits(), n - aborted);
+}
+
+#[tokio::test]
+async fn fault_delay_holds_requests_and_is_flagged_di() {
+    let up = Upstream::new("app").run().await;
+    let gw = start(
+        &up,
+        "    fault:\n      delay:\n        fixedDelay: 300ms\n        percentage: {value: 100.0}\n",
+        "",
+    )
+    .await;
+    let t = Instant::now();
+    let r = client(&gw).send("/").await;
+    assert_eq!(r.status, 200);
+    assert!(t.elapsed() >= Duration::from_millis(300), "{:?}", t.elapsed());
+    assert_eq!(up.hits(), 1);
+    let m = within(async {
+        loop {
+            let m = metrics(&gw).await;
+            if m.contains("response_flags=\"DI\"") {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(m.contains("response_code=\"200\""), "{m}");
+}
+
+#[tokio::test]
+async fn fault_grpc_abort_answers_with_grpc_status() {
+    let up = Upstream::new("app").run().await;
+    let gw = start(
+        &up,
+        "    fault:\n      abort:\n        grpcStatus: UNAVAILABLE\n",
+        "",
+    )
+    .await;
+    let r = client(&gw)
+        .header("content-type", "application/grpc")
+        .method("POST")
+        .send("/pkg.Svc/Call")
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("grpc-status"), "14");
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn invalid_faults_are_rejected_with_their_field() {
+    let up = Upstream::new("app").run().await;
+    for (rule, field) in [
+        (
+            "    fault:\n      abort:\n        httpStatus: 99\n",
+            "http[0].fault.abort.httpStatus",
+        ),
+        (
+            "    fault:\n      delay:\n        fixedDelay: soon\n",
+            "http[0].fault.delay.fixedDelay",
+        ),
+        (
+            "    fault:\n      abort:\n        httpStatus: 500\n        percentage: {value: 150}\n",
+            "http[0].fault.abort.percentage",
+        ),
+        (
+            "    fault:\n      abort:\n        grpcStatus: SOMETIMES\n",
+            "http[0].fault.abort.grpcStatus",
+        ),
+    ] {
+        let yaml = format!(
+            "{}{}{}",
+            http_gateway("gw", 8080, &["*"]),
+            service_entry("app.svc", 80, "HTTP", &[(&up, "v1")]),
+            vs(rule),
+        );
+        let e = TestGateway::try_start_with(&yaml, |_| {})
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("accepted: {rule}"))
+            .to_string();
+        assert!(e.contains(field), "{field}: {e}");
+    }
+}
+
+// ---- CORS ----
+
+const CORS: &str = "    corsPolicy:\n      allowOrigins:\n      - exact: https://a.example\n      - regex: https://.*\\.b\\.example\n      allowMethods: [GET, POST]\n      allowHeaders: [x-user]\n      exposeHeaders: [x-trace]\n      maxAge: 24h\n      allowCredentials: true\n";
+
+#[tokio::test]
+async fn cors_preflight_is_answered_by_the_gateway() {
+    let up = Upstream::new("app").run().await;
+    let gw = start(&up, CORS, "").await;
+    let r = client(&gw)
+        .method("OPTIONS")
+        .header("origin", "https://x.b.example")
+        .header("access-control-request-method", "POST")
+        .send("/api")
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), "https://x.b.example");
+    assert_eq!(r.header("access-control-allow-methods"), "GET,POST");
+    assert_eq!(r.header("access-control-allow-headers"), "x-user");
+    assert_eq!(r.header("access-control-max-age"), "86400");
+    assert_eq!(r.header("access-control-allow-credentials"), "true");
+    assert_eq!(up.hits(), 0, "the preflight reached the upstream");
+}
+
+#[tokio::test]
+async fn cors_disallowed_origin_gets_no_cors_headers() {
+    let up = Upstream::new("app").run().await;
+    let gw = start(&up, CORS, "").await;
+    // Preflight from a disallowed origin: forwarded (unmatchedPreflights FORWARD), no CORS.
+    let r = client(&gw)
+        .method("OPTIONS")
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "POST")
+        .send("/api")
+        .await;
+    assert_eq!(r.header("access-control-allow-origin"), "");
+    assert_eq!(up.hits(), 1);
+    let r = client(&gw)
+        .header("origin", "https://evil.example")
+        .send("/api")
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), "");
+    // An allowed origin's actual request is decorated.
+    let r = client(&gw)
+        .header("origin", "https://a.example")
+        .send("/api")
+        .await;
+    assert_eq!(r.header("access-control-allow-origin"), "https://a.example");
+    assert_eq!(r.header("access-control-expose-headers"), "x-trace");
+    assert_eq!(r.header("access-control-allow-credentials"), "true");
+}
+
+#[tokio::test]
+async fn cors_ignore_unmatched_preflights_answers_without_headers() {
+    let up = Upstream::new("app").run().await;
+    let rule = format!("{CORS}      unmatchedPreflights: IGNORE\n");
+    let gw = start(&up, &rule, "").await;
+    let r = client(&gw)
+        .method("OPTIONS")
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "POST")
+        .send("/api")
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), "");
+    assert_eq!(up.hits(), 0);
+}
+
+// ---- mirroring ----
+
+#[tokio::test]
+async fn mirror_gets_a_shadow_copy_while_the_client_gets_the_primary() {
+    let up = Upstream::new("primary").run().await;
+    let shadow = Upstream::new("shadow").run().await;
+    let gw = start(
+        &up,
+        "    mirror:\n      host: shadow.svc\n    mirrorPercentage: {value: 100}\n",
+        &service_entry("shadow.svc", 80, "HTTP", &[(&shadow, "v1")]),
+    )
+    .await;
+    let r = client(&gw)
+        .method("POST")
+        .header("x-user", "alice")
+        .body("payload")
+        .send("/orders?id=7")
+        .await;
+    assert_eq!((r.status.as_u16(), r.body.as_str()), (200, "primary"));
+    within(async {
+        while shadow.hits() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let seen = shadow.last();
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.uri, "/orders?id=7");
+    assert_eq!(seen.headers["host"], "app.test-shadow");
+    assert_eq!(seen.headers["x-user"], "alice");
+    assert_eq!(&seen.body[..], b"payload");
+    assert_eq!(up.last().headers["host"], "app.test");
+}
+
+#[tokio::test]
+async fn slow_or_dead_mirror_never_delays_or_fails_the_primary() {
+    let up = Upstream::new("primary").run().await;
+    let slow = Upstream::new("slow")
+        .delay(Duration::from_secs(5))
+        .run()
+        .await;
+    // mirrors[]: a slow one for every request and one to a closed port.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let dead_se = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: dead\nspec:\n  hosts: [dead.svc]\n  resolution: STATIC\n  ports:\n  - {{number: 80, name: http, protocol: HTTP}}\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{http: {dead_port}}}}}\n---\n"
+    );
+    let gw = start(
+        &up,
+        "    mirrors:\n    - destination: {host: slow.svc}\n    - destination: {host: dead.svc}\n      percentage: {value: 100}\n",
+        &format!(
+            "{}{dead_se}",
+            service_entry("slow.svc", 80, "HTTP", &[(&slow, "v1")])
+        ),
+    )
+    .await;
+    let t = Instant::now();
+    for _ in 0..5 {
+        let r = client(&gw).send("/").await;
+        assert_eq!((r.status.as_u16(), r.body.as_str()), (200, "primary"));
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "the primary waited for the mirror: {:?}",
+        t.elapsed()
+    );
+    let m = within(async {
+        loop {
+            let m = metrics(&gw).await;
+            if m.contains("meshgate_mirror_requests_total{cluster=\"outbound|80||dead.svc\",result=\"failed\"} 5") {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(m.contains("dead.svc"), "{m}");
+    assert_eq!(slow.hits(), 5);
+}
+
+#[tokio::test]
+async fn mirror_percentage_zero_sends_nothing() {
+    let up = Upstream::new("primary").run().await;
+    let shadow = Upstream::new("shadow").run().await;
+    let gw = start(
+        &up,
+        "    mirror:\n      host: shadow.svc\n    mirrorPercentage: {value: 0}\n",
+        &service_entry("shadow.svc", 80, "HTTP", &[(&shadow, "v1")]),
+    )
+    .await;
+    for _ in 0..10 {
+        assert_eq!(client(&gw).send("/").await.status, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(shadow.hits(), 0);
+}
+
+// ---- uriRegexRewrite ----
+
+#[tokio::test]
+async fn uri_regex_rewrite_substitutes_captures() {
+    let up = Upstream::new("app").run().await;
+    let gw = start(
+        &up,
+        "    rewrite:\n      uriRegexRewrite:\n        match: ^/service/([^/]+)(/.*)$\n        rewrite: \\2/instance/\\1\n",
+        "",
+    )
+    .await;
+    let r = client(&gw).send("/service/foo/v1/api?x=1").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(up.last().uri, "/v1/api/instance/foo?x=1");
+    // A path the regex does not match is forwarded unchanged.
+    client(&gw).send("/other").await;
+    assert_eq!(up.last().uri, "/other");
+}

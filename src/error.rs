@@ -43,6 +43,8 @@ pub enum ErrorKind {
     PerTryTimeout,
     /// The route timeout fired.
     RouteTimeout,
+    /// A protocol upgrade (WebSocket) cannot be carried to this upstream (HTTP/2 only).
+    UpgradeUnsupported,
 }
 
 /// Who is to blame, as in pingora's `ErrorSource`.
@@ -108,6 +110,7 @@ impl ProxyError {
             ErrorKind::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::PerTryTimeout | ErrorKind::RouteTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::UpgradeUnsupported => StatusCode::BAD_GATEWAY,
             // Envoy's 0 / "downstream disconnect" is not an HTTP status; nobody reads it.
             ErrorKind::DownstreamClosed => StatusCode::BAD_REQUEST,
             ErrorKind::ConnectFailed
@@ -146,6 +149,7 @@ impl ProxyError {
             ErrorKind::BadRequest => "bad request",
             ErrorKind::DownstreamClosed => "downstream closed",
             ErrorKind::Internal => "internal error",
+            ErrorKind::UpgradeUnsupported => "upgrade failed",
         }
     }
 
@@ -162,6 +166,7 @@ impl ProxyError {
             ErrorKind::DownstreamClosed => "DC",
             ErrorKind::RequestTooLarge | ErrorKind::BadRequest => "DPE",
             ErrorKind::Internal => "-",
+            ErrorKind::UpgradeUnsupported => "UPE",
         }
     }
 

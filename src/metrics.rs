@@ -56,6 +56,10 @@ pub struct Metrics {
     pub connections: IntCounterVec,
     /// `meshgate_upstream_retries_total{cluster}`.
     pub retries: IntCounterVec,
+    /// Upgraded (WebSocket) connections established, by cluster.
+    pub upgrades: IntCounterVec,
+    /// Upgraded connections open now, by cluster.
+    pub upgrades_active: IntGaugeVec,
     /// Mirrored request copies by cluster and result (`sent`, `failed`, `dropped`).
     pub mirrors: IntCounterVec,
     /// `meshgate_upstream_connect_errors_total{cluster}`.
@@ -128,6 +132,20 @@ impl Metrics {
             Opts::new("meshgate_upstream_retries_total", "Upstream retries"),
             &["cluster"],
         )?;
+        let upgrades = IntCounterVec::new(
+            Opts::new(
+                "meshgate_upgraded_connections_total",
+                "Upgraded (WebSocket) connections established",
+            ),
+            &["cluster"],
+        )?;
+        let upgrades_active = IntGaugeVec::new(
+            Opts::new(
+                "meshgate_upgraded_connections_active",
+                "Upgraded (WebSocket) connections open now",
+            ),
+            &["cluster"],
+        )?;
         let mirrors = IntCounterVec::new(
             Opts::new(
                 "meshgate_mirror_requests_total",
@@ -179,6 +197,8 @@ impl Metrics {
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(mirrors.clone()))?;
+        registry.register(Box::new(upgrades.clone()))?;
+        registry.register(Box::new(upgrades_active.clone()))?;
         registry.register(Box::new(connect_errors.clone()))?;
         registry.register(Box::new(tcp_opened.clone()))?;
         registry.register(Box::new(tcp_closed.clone()))?;
@@ -197,6 +217,8 @@ impl Metrics {
             connections,
             retries,
             mirrors,
+            upgrades,
+            upgrades_active,
             connect_errors,
             tcp_opened,
             tcp_closed,

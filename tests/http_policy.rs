@@ -358,3 +358,93 @@ async fn uri_regex_rewrite_substitutes_captures() {
     client(&gw).send("/other").await;
     assert_eq!(up.last().uri, "/other");
 }
+
+// ---- WebSocket ----
+
+/// A WebSocket echo server on 127.0.0.1 that prefixes each text message with `name: `.
+async fn ws_echo(name: &'static str) -> u16 {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+                        let reply = format!("{name}: {t}");
+                        if ws.send(reply.into()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn ws_config(port: u16, extra_rule: &str) -> String {
+    format!(
+        "{}apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: ws\nspec:\n  hosts: [ws.svc]\n  resolution: STATIC\n  ports:\n  - {{number: 80, name: http, protocol: HTTP}}\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{http: {port}}}}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: ws\nspec:\n  hosts: [{HOST}]\n  gateways: [gw]\n  http:\n{extra_rule}  - route:\n    - destination: {{host: ws.svc}}\n---\n",
+        http_gateway("gw", 8080, &["*"]),
+    )
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Send `text`, return the reply.
+async fn say(ws: &mut Ws, text: &'static str) -> String {
+    use futures_util::{SinkExt, StreamExt};
+    within(async {
+        ws.send(text.into()).await.unwrap();
+        ws.next().await.unwrap().unwrap().into_text().unwrap().to_string()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn websocket_round_trip_survives_a_config_swap() {
+    let one = ws_echo("one").await;
+    let two = ws_echo("two").await;
+    let gw = TestGateway::start(&ws_config(one, "")).await;
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(gw.port(8080)).await.unwrap();
+        let (ws, resp) = tokio_tungstenite::client_async(format!("ws://{HOST}/chat"), tcp)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 101);
+        ws
+    };
+    let mut ws = within(connect()).await;
+    assert_eq!(say(&mut ws, "hello").await, "one: hello");
+    // Swap the config to route to "two": the open tunnel keeps its upstream, new ones move.
+    gw.reload_with(&ws_config(two, "")).await.unwrap();
+    assert_eq!(say(&mut ws, "still").await, "one: still");
+    let mut ws2 = within(connect()).await;
+    assert_eq!(say(&mut ws2, "new").await, "two: new");
+    assert_eq!(say(&mut ws, "bye").await, "one: bye");
+    drop(ws);
+    drop(ws2);
+    let m = metrics(&gw).await;
+    assert!(
+        m.contains("meshgate_upgraded_connections_total{cluster=\"outbound|80||ws.svc\"} 2"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn upgrade_refused_by_the_upstream_is_a_plain_response() {
+    // A backend that answers 200 to an upgrade request: the client gets that 200, not a tunnel.
+    let up = Upstream::new("plain").run().await;
+    let gw = start(&up, "", "").await;
+    let r = client(&gw)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .send("/")
+        .await;
+    assert_eq!((r.status.as_u16(), r.body.as_str()), (200, "plain"));
+    assert_eq!(up.last().headers["upgrade"], "websocket");
+}

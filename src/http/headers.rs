@@ -53,6 +53,21 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` plus
+/// `Upgrade: <proto>`), if any. HTTP/2 requests never upgrade this way.
+pub fn upgrade_request(h: &HeaderMap, version: http::Version) -> Option<HeaderValue> {
+    if version != http::Version::HTTP_11 {
+        return None;
+    }
+    let asks = h.get_all(&CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
+    });
+    asks.then(|| h.get(&UPGRADE).cloned()).flatten()
+}
+
 /// Append the client address to `x-forwarded-for` and set `x-forwarded-proto`.
 pub fn set_forwarded(h: &mut HeaderMap, client: IpAddr, scheme: &'static str) {
     let ip = client.to_string();

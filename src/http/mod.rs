@@ -9,3 +9,4 @@ pub mod mirror;
 pub mod proxy;
 pub mod respond;
 pub mod server;
+mod upgrade;

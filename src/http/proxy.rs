@@ -19,6 +19,7 @@ use http::{HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 
 use super::headers;
 use super::log::{RequestBytes, RequestRecord};
@@ -278,7 +279,17 @@ impl Proxy {
             None => path.to_owned(),
         };
         let downstream_version = parts.version;
+        // An HTTP/1.1 protocol upgrade (WebSocket): the Upgrade header and the client's end
+        // of the upgraded connection are kept aside; hop-by-hop stripping would lose them.
+        let mut upgrade = headers::upgrade_request(&parts.headers, parts.version)
+            .and_then(|proto| Some((proto, parts.extensions.remove::<OnUpgrade>()?)));
         headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some((proto, _)) = &upgrade {
+            parts.headers.insert(http::header::UPGRADE, proto.clone());
+            parts
+                .headers
+                .insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
         headers::set_forwarded(&mut parts.headers, conn.client.ip(), conn.scheme);
         headers::forward_client_cert(
             &mut parts.headers,
@@ -372,6 +383,10 @@ impl Proxy {
             let in_flight = cluster.start(idx);
             let attempt = async {
                 let co = ep.pool.checkout(fresh, &cluster.limits.conn).await?;
+                if upgrade.is_some() && co.is_h2() {
+                    // Upgrades need HTTP/1.1 to the upstream (h2 has extended CONNECT instead).
+                    return Err(ProxyError::new(ErrorKind::UpgradeUnsupported));
+                }
                 let mut headers = parts.headers.clone();
                 // HTTP/2 carries the authority in the URI; HTTP/1.1 in Host, origin-form.
                 let (uri, version) = if co.is_h2() {
@@ -428,8 +443,32 @@ impl Proxy {
                         continue;
                     }
                     let exhausted = tries > 1 && policy.retries_status(status, grpc_status);
+                    let mut sent = sent;
+                    let switched = match upgrade.take() {
+                        Some((proto, downstream))
+                            if sent.response.status() == http::StatusCode::SWITCHING_PROTOCOLS =>
+                        {
+                            let upstream = hyper::upgrade::on(&mut sent.response);
+                            // The connection now belongs to the tunnel, never to the pool.
+                            sent.conn = None;
+                            super::upgrade::tunnel(
+                                downstream,
+                                upstream,
+                                cluster.clone(),
+                                self.metrics.clone(),
+                            );
+                            Some(proto)
+                        }
+                        _ => None,
+                    };
                     let (mut rparts, rbody) = sent.response.into_parts();
                     headers::strip_hop_by_hop(&mut rparts.headers);
+                    if let Some(proto) = switched {
+                        rparts.headers.insert(http::header::UPGRADE, proto);
+                        rparts
+                            .headers
+                            .insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+                    }
                     dest.headers.response.apply(&mut rparts.headers);
                     route.headers.response.apply(&mut rparts.headers);
                     if let Some(c) = &hashed.set_cookie {

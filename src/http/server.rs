@@ -51,7 +51,7 @@ pub async fn serve<I>(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(1024);
-    let served = builder.serve_connection(TokioIo::new(io), service);
+    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(served);
     tokio::select! {
         res = served.as_mut() => {

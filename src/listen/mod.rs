@@ -5,7 +5,7 @@
 //!
 //! Depends on: tokio, `http::{server, proxy}`, `config::Snapshot`, `metrics`, `shutdown`.
 
-mod tcp;
+pub(crate) mod tcp;
 mod tls;
 
 use std::net::SocketAddr;

@@ -141,9 +141,21 @@ struct Counts {
 }
 
 /// Copy both ways until done or idle for `idle`.
-async fn splice<S: AsyncRead + AsyncWrite + Unpin>(
+/// Copy both ways between two streams until both sides are done or nothing moved for
+/// `idle` (upgraded HTTP connections use this too).
+pub(crate) async fn splice_idle<A, B>(a: &mut A, b: &mut B, idle: Duration) -> io::Result<()>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let counts = Arc::new(Counts::default());
+    splice(a, b, &counts, idle).await;
+    Ok(())
+}
+
+async fn splice<S: AsyncRead + AsyncWrite + Unpin, U: AsyncRead + AsyncWrite + Unpin>(
     client: S,
-    upstream: &mut TcpStream,
+    upstream: &mut U,
     counts: &Arc<Counts>,
     idle: Duration,
 ) {

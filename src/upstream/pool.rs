@@ -401,8 +401,9 @@ impl EndpointPool {
                 .handshake(io)
                 .await
                 .map_err(|e| ProxyError::with(ErrorKind::ConnectFailed, e))?;
+            // with_upgrades: a 101 hands the connection to the WebSocket tunnel.
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
+                if let Err(e) = conn.with_upgrades().await {
                     tracing::debug!(error = %e, "upstream connection closed with error");
                 }
             });

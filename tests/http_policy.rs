@@ -104,7 +104,11 @@ async fn fault_delay_holds_requests_and_is_flagged_di() {
     let t = Instant::now();
     let r = client(&gw).send("/").await;
     assert_eq!(r.status, 200);
-    assert!(t.elapsed() >= Duration::from_millis(300), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
     assert_eq!(up.hits(), 1);
     let m = within(async {
         loop {
@@ -189,7 +193,10 @@ async fn cors_preflight_is_answered_by_the_gateway() {
         .send("/api")
         .await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("access-control-allow-origin"), "https://x.b.example");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        "https://x.b.example"
+    );
     assert_eq!(r.header("access-control-allow-methods"), "GET,POST");
     assert_eq!(r.header("access-control-allow-headers"), "x-user");
     assert_eq!(r.header("access-control-max-age"), "86400");
@@ -400,7 +407,13 @@ async fn say(ws: &mut Ws, text: &'static str) -> String {
     use futures_util::{SinkExt, StreamExt};
     within(async {
         ws.send(text.into()).await.unwrap();
-        ws.next().await.unwrap().unwrap().into_text().unwrap().to_string()
+        ws.next()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_text()
+            .unwrap()
+            .to_string()
     })
     .await
 }
@@ -447,4 +460,77 @@ async fn upgrade_refused_by_the_upstream_is_a_plain_response() {
         .await;
     assert_eq!((r.status.as_u16(), r.body.as_str()), (200, "plain"));
     assert_eq!(up.last().headers["upgrade"], "websocket");
+}
+
+// ---- delegate ----
+
+fn delegate_config(a: u16, b: u16, c: u16, child_rules: &str) -> String {
+    let se = |name: &str, port: u16| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: {name}\nspec:\n  hosts: [{name}.svc]\n  resolution: STATIC\n  ports:\n  - {{number: 80, name: http, protocol: HTTP}}\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{http: {port}}}}}\n---\n"
+        )
+    };
+    format!(
+        "{}{}{}{}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: root\nspec:\n  hosts: [{HOST}]\n  gateways: [gw]\n  http:\n  - match:\n    - uri: {{prefix: /productpage}}\n    delegate:\n      name: pages\n      namespace: team\n  - route:\n    - destination: {{host: c.svc}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: pages\n  namespace: team\nspec:\n  http:\n{child_rules}---\n",
+        http_gateway("gw", 8080, &["*"]),
+        se("a", a),
+        se("b", b),
+        se("c", c),
+    )
+}
+
+#[tokio::test]
+async fn delegate_rules_apply_inside_the_root_match_in_order() {
+    let a = Upstream::new("a").run().await;
+    let b = Upstream::new("b").run().await;
+    let c = Upstream::new("c").run().await;
+    let child = "  - match:\n    - uri: {exact: /productpage/v1}\n    route:\n    - destination: {host: a.svc}\n  - match:\n    - uri: {prefix: /reviews}\n    route:\n    - destination: {host: a.svc}\n  - route:\n    - destination: {host: b.svc}\n";
+    let gw = TestGateway::start(&delegate_config(a.port(), b.port(), c.port(), child)).await;
+    for (path, want) in [
+        ("/productpage/v1", "a"),
+        ("/productpage/v2", "b"),
+        ("/productpage", "b"),
+        // The child's /reviews rule is outside the root's /productpage: never used.
+        ("/reviews", "c"),
+        ("/other", "c"),
+    ] {
+        let r = client(&gw).send(path).await;
+        assert_eq!((r.status.as_u16(), r.body.as_str()), (200, want), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn missing_and_nested_delegates_are_errors() {
+    let a = Upstream::new("a").run().await;
+    let yaml = delegate_config(
+        a.port(),
+        a.port(),
+        a.port(),
+        "  - route:\n    - destination: {host: a.svc}\n",
+    )
+    .replace(
+        "name: pages\n      namespace: team",
+        "name: nowhere\n      namespace: team",
+    );
+    let e = TestGateway::try_start_with(&yaml, |_| {})
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("http[0].delegate.name") && e.contains("unknown VirtualService team/nowhere"),
+        "{e}"
+    );
+    // A delegate that delegates (to itself: a cycle).
+    let nested = "  - match:\n    - uri: {prefix: /productpage}\n    delegate: {name: pages, namespace: team}\n";
+    let yaml = delegate_config(a.port(), a.port(), a.port(), nested);
+    let e = TestGateway::try_start_with(&yaml, |_| {})
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("VirtualService team/pages") && e.contains("one level only"),
+        "{e}"
+    );
 }

@@ -199,11 +199,12 @@ impl Proxy {
         let mut resp = match &route.action {
             Action::Respond(d) => finish(rec, respond::direct(d), "-"),
             Action::Redirect(r) => {
-                let loc = r.location(
+                let loc = r.location_at(
                     conn.scheme,
                     &rec.authority,
                     parts.uri.path(),
                     parts.uri.query(),
+                    Some(conn.port),
                 );
                 finish(rec, respond::redirect(r.code, &loc), "-")
             }
@@ -286,9 +287,10 @@ impl Proxy {
         headers::strip_hop_by_hop(&mut parts.headers);
         if let Some((proto, _)) = &upgrade {
             parts.headers.insert(http::header::UPGRADE, proto.clone());
-            parts
-                .headers
-                .insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(
+                http::header::CONNECTION,
+                HeaderValue::from_static("upgrade"),
+            );
         }
         headers::set_forwarded(&mut parts.headers, conn.client.ip(), conn.scheme);
         headers::forward_client_cert(
@@ -465,9 +467,10 @@ impl Proxy {
                     headers::strip_hop_by_hop(&mut rparts.headers);
                     if let Some(proto) = switched {
                         rparts.headers.insert(http::header::UPGRADE, proto);
-                        rparts
-                            .headers
-                            .insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+                        rparts.headers.insert(
+                            http::header::CONNECTION,
+                            HeaderValue::from_static("upgrade"),
+                        );
                     }
                     dest.headers.response.apply(&mut rparts.headers);
                     route.headers.response.apply(&mut rparts.headers);

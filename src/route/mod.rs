@@ -19,7 +19,8 @@ pub use filter::{
 pub use host::{intersect, pattern_matches, HostTable};
 pub use matcher::{HeaderMatch, MatchBlock, RequestView, StrMatch};
 pub use policy::{
-    re2_template, DirectResponse, HeaderEdits, HeaderOps, Redirect, RetryOn, RetryPolicy, Rewrite,
+    re2_template, DerivePort, DirectResponse, HeaderEdits, HeaderOps, Redirect, RetryOn,
+    RetryPolicy, Rewrite,
 };
 
 /// One compiled `http[]` rule of a VirtualService.

@@ -61,6 +61,17 @@ pub struct Redirect {
     pub scheme: Option<Box<str>>,
     /// 301 unless set.
     pub code: StatusCode,
+    /// `derivePort`, when `port` is not set.
+    pub derive_port: Option<DerivePort>,
+}
+
+/// `HTTPRedirect.derivePort`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DerivePort {
+    /// The new scheme's default port (so no port in the Location).
+    ProtocolDefault,
+    /// The port the request arrived on (the Gateway server port).
+    RequestPort,
 }
 
 impl Redirect {
@@ -72,6 +83,18 @@ impl Redirect {
         path: &str,
         query: Option<&str>,
     ) -> String {
+        self.location_at(scheme, authority, path, query, None)
+    }
+
+    /// `location`, for a request that arrived on `request_port` (for `derivePort`).
+    pub fn location_at(
+        &self,
+        scheme: &str,
+        authority: &str,
+        path: &str,
+        query: Option<&str>,
+        request_port: Option<u16>,
+    ) -> String {
         let new_scheme = self.scheme.as_deref().unwrap_or(scheme);
         let (orig_host, orig_port) = split_port(authority);
         let host = self
@@ -80,6 +103,12 @@ impl Redirect {
             .map_or(orig_host, |a| split_port(a).0);
         let port = match (self.port, orig_port) {
             (Some(p), _) => Some(p.to_string()),
+            (None, _) if self.derive_port == Some(DerivePort::ProtocolDefault) => None,
+            (None, _)
+                if self.derive_port == Some(DerivePort::RequestPort) && request_port.is_some() =>
+            {
+                request_port.map(|p| p.to_string())
+            }
             // Changing the scheme drops the port only when it is the old scheme's default,
             // as Envoy's processRequestHost does.
             (None, Some(p))
@@ -354,7 +383,35 @@ mod tests {
             port: None,
             scheme: None,
             code: StatusCode::MOVED_PERMANENTLY,
+            derive_port: None,
         }
+    }
+
+    #[test]
+    fn redirect_derive_port() {
+        let https = |d| Redirect {
+            scheme: Some("https".into()),
+            derive_port: Some(d),
+            ..redirect()
+        };
+        assert_eq!(
+            https(DerivePort::ProtocolDefault).location_at(
+                "http",
+                "a.com:8080",
+                "/p",
+                None,
+                Some(8080)
+            ),
+            "https://a.com/p"
+        );
+        assert_eq!(
+            https(DerivePort::RequestPort).location_at("http", "a.com", "/p", None, Some(8443)),
+            "https://a.com:8443/p"
+        );
+        assert_eq!(
+            https(DerivePort::RequestPort).location_at("http", "a.com", "/p", None, Some(443)),
+            "https://a.com/p"
+        );
     }
 
     #[test]

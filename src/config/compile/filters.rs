@@ -21,8 +21,10 @@ impl RuleCompiler<'_, '_> {
             (None, None) => 100.0,
         };
         if !(0.0..=100.0).contains(&v) || v.is_nan() {
-            self.errors
-                .push(self.vs.error(f, format!("percentage {v} is not within 0..=100")));
+            self.errors.push(
+                self.vs
+                    .error(f, format!("percentage {v} is not within 0..=100")),
+            );
             return None;
         }
         Some(v)
@@ -43,21 +45,27 @@ impl RuleCompiler<'_, '_> {
             let fixed = match d.fixed_delay.as_deref().map(|t| (t, duration::parse(t))) {
                 Some((_, Some(dur))) => Some(dur),
                 Some((t, None)) => {
-                    self.errors.push(
-                        self.vs
-                            .error(format!("{df}.fixedDelay"), format!("invalid duration {t:?}")),
-                    );
+                    self.errors.push(self.vs.error(
+                        format!("{df}.fixedDelay"),
+                        format!("invalid duration {t:?}"),
+                    ));
                     None
                 }
                 None => {
                     if d.exponential_delay.is_none() {
-                        self.errors
-                            .push(self.vs.error(format!("{df}.fixedDelay"), "fixedDelay is required"));
+                        self.errors.push(
+                            self.vs
+                                .error(format!("{df}.fixedDelay"), "fixedDelay is required"),
+                        );
                     }
                     None
                 }
             };
-            let percent = self.percent(&format!("{df}.percentage"), d.percentage.as_ref(), d.percent);
+            let percent = self.percent(
+                &format!("{df}.percentage"),
+                d.percentage.as_ref(),
+                d.percent,
+            );
             if let (Some(fixed), Some(percent)) = (fixed, percent) {
                 fault.delay = Some(FaultDelay { fixed, percent });
             }
@@ -133,8 +141,10 @@ impl RuleCompiler<'_, '_> {
             match HeaderValue::from_str(&items.join(",")) {
                 Ok(v) => Some(v),
                 Err(_) => {
-                    self.errors
-                        .push(self.vs.error(format!("{f}.{field}"), "invalid header value"));
+                    self.errors.push(
+                        self.vs
+                            .error(format!("{f}.{field}"), "invalid header value"),
+                    );
                     None
                 }
             }
@@ -145,8 +155,10 @@ impl RuleCompiler<'_, '_> {
         let max_age = c.max_age.as_deref().and_then(|t| match duration::parse(t) {
             Some(d) => HeaderValue::from_str(&d.as_secs().to_string()).ok(),
             None => {
-                self.errors
-                    .push(self.vs.error(format!("{f}.maxAge"), format!("invalid duration {t:?}")));
+                self.errors.push(
+                    self.vs
+                        .error(format!("{f}.maxAge"), format!("invalid duration {t:?}")),
+                );
                 None
             }
         });
@@ -203,8 +215,10 @@ impl RuleCompiler<'_, '_> {
         for (i, m) in r.mirrors.iter().enumerate() {
             let mf = format!("{f}.mirrors[{i}]");
             let Some(dest) = &m.destination else {
-                self.errors
-                    .push(self.vs.error(format!("{mf}.destination"), "destination is required"));
+                self.errors.push(
+                    self.vs
+                        .error(format!("{mf}.destination"), "destination is required"),
+                );
                 continue;
             };
             let percent = self.percent(&format!("{mf}.percentage"), m.percentage.as_ref(), None);

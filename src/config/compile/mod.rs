@@ -8,6 +8,7 @@
 //!
 //! Depends on: `config::{raw, istio, error, snapshot}`, `route`, `upstream`.
 
+mod delegate;
 mod dump;
 mod filters;
 mod l4;
@@ -26,7 +27,7 @@ use crate::config::snapshot::{
 use crate::route::{intersect, RouteTable, VirtualHost};
 use crate::tls::server::{Credentials, SessionCaches};
 use crate::upstream::Registry;
-use routes::{CompiledRule, RuleCompiler};
+use routes::CompiledRule;
 
 /// Server protocols served as plain HTTP listeners.
 const HTTP_PROTOCOLS: [&str; 4] = ["HTTP", "HTTP2", "GRPC", "GRPC-WEB"];
@@ -222,9 +223,25 @@ pub fn compile(raw: &RawSet, opts: &CompileOptions<'_>) -> Result<Snapshot, Comp
 
     // VirtualServices: compile rules once, then bind.
     let mut compiled: Vec<CompiledVs> = Vec::new();
+    let delegates = delegate::targets(raw);
     for (vi, vs) in raw.virtual_services.iter().enumerate() {
         if vs.spec.hosts.is_empty() {
-            errors.push(vs.error("hosts", "at least one host is required"));
+            // Without hosts a VirtualService is a delegate: its rules are compiled where a
+            // root VirtualService delegates to it.
+            if delegates.contains(&vs.key()) {
+                if !vs.spec.gateways.is_empty() {
+                    warnings.push(vs.error(
+                        "gateways",
+                        "ignored: a delegate VirtualService is bound through its root",
+                    ));
+                }
+            } else {
+                errors.push(vs.error(
+                    "hosts",
+                    "at least one host is required (only a delegate VirtualService may omit hosts, and none delegates to this one)",
+                ));
+            }
+            continue;
         }
         for (h, host) in vs.spec.hosts.iter().enumerate() {
             if !valid_host_pattern(host) {
@@ -246,19 +263,8 @@ pub fn compile(raw: &RawSet, opts: &CompileOptions<'_>) -> Result<Snapshot, Comp
             ));
             gws.push(MESH.to_owned());
         }
-        let mut rc = RuleCompiler {
-            vs,
-            services: &mut services,
-            errors: &mut errors,
-            warnings: &mut warnings,
-        };
-        let rules: Vec<CompiledRule> = vs
-            .spec
-            .http
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| rc.rule(i, r))
-            .collect();
+        let rules: Vec<CompiledRule> =
+            delegate::rules(raw, vs, &mut services, &mut errors, &mut warnings);
         let tls = l4::rules(vs, true, &mut services, &mut errors, &mut warnings);
         let tcp = l4::rules(vs, false, &mut services, &mut errors, &mut warnings);
         compiled.push(CompiledVs {

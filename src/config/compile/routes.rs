@@ -18,8 +18,8 @@ use crate::config::istio::{
 use crate::config::raw::Res;
 use crate::route::HeaderEdits;
 use crate::route::{
-    Action, DirectResponse, Forward, HeaderMatch, HeaderOps, MatchBlock, Redirect, RetryOn,
-    RetryPolicy, Rewrite, Route, StrMatch, WeightedDestination, re2_template,
+    re2_template, Action, DirectResponse, Forward, HeaderMatch, HeaderOps, MatchBlock, Redirect,
+    RetryOn, RetryPolicy, Rewrite, Route, StrMatch, WeightedDestination,
 };
 
 /// A compiled rule plus, per match block, the gateways it is restricted to (empty: all).
@@ -70,7 +70,9 @@ impl RuleCompiler<'_, '_> {
         let f = format!("http[{i}]");
         let before = self.errors.len();
         if r.delegate.is_some() {
-            self.err(format!("{f}.delegate"), "delegation is not supported yet");
+            // Root rules that delegate are expanded by `compile::delegate`; reaching here
+            // means a delegate VirtualService delegates again.
+            self.err(format!("{f}.delegate"), "delegation is one level only");
         }
         let mut matches = Vec::with_capacity(r.matches.len());
         let mut block_gateways = Vec::with_capacity(r.matches.len());
@@ -110,18 +112,19 @@ impl RuleCompiler<'_, '_> {
                     "uri and uriRegexRewrite are exclusive",
                 );
             }
-            let uri_regex = rw.uri_regex_rewrite.as_ref().and_then(|rr| {
-                match regex::Regex::new(&rr.pattern) {
-                    Ok(re) => Some((re, re2_template(&rr.rewrite).into())),
-                    Err(e) => {
-                        self.err(
-                            format!("{f}.rewrite.uriRegexRewrite.match"),
-                            format!("invalid regex: {e}"),
-                        );
-                        None
-                    }
-                }
-            });
+            let uri_regex =
+                rw.uri_regex_rewrite
+                    .as_ref()
+                    .and_then(|rr| match regex::Regex::new(&rr.pattern) {
+                        Ok(re) => Some((re, re2_template(&rr.rewrite).into())),
+                        Err(e) => {
+                            self.err(
+                                format!("{f}.rewrite.uriRegexRewrite.match"),
+                                format!("invalid regex: {e}"),
+                            );
+                            None
+                        }
+                    });
             Rewrite {
                 uri_regex,
                 uri: rw.uri.as_deref().map(Into::into),
@@ -357,8 +360,21 @@ impl RuleCompiler<'_, '_> {
     }
 
     fn redirect(&mut self, f: &str, rd: &crate::config::istio::HttpRedirect) -> Option<Action> {
-        if rd.derive_port.is_some() {
-            self.warn(format!("{f}.derivePort"), "not supported yet: ignored");
+        let derive_port = match rd.derive_port.as_deref() {
+            None => None,
+            Some("FROM_PROTOCOL_DEFAULT") => Some(crate::route::DerivePort::ProtocolDefault),
+            Some("FROM_REQUEST_PORT") => Some(crate::route::DerivePort::RequestPort),
+            Some(other) => {
+                self.err(
+                    format!("{f}.derivePort"),
+                    format!("unknown value {other} (FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT)"),
+                );
+                return None;
+            }
+        };
+        if derive_port.is_some() && rd.port.is_some() {
+            self.err(f, "port and derivePort are exclusive");
+            return None;
         }
         let code = match rd.redirect_code {
             None | Some(0) => StatusCode::MOVED_PERMANENTLY,
@@ -398,6 +414,7 @@ impl RuleCompiler<'_, '_> {
             port,
             scheme: rd.scheme.as_deref().map(Into::into),
             code,
+            derive_port,
         }))
     }
 

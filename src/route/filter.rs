@@ -219,7 +219,10 @@ mod tests {
     #[test]
     fn cors_decisions() {
         let c = cors();
-        assert_eq!(c.decide(&Method::GET, &HeaderMap::new()), CorsDecision::Pass);
+        assert_eq!(
+            c.decide(&Method::GET, &HeaderMap::new()),
+            CorsDecision::Pass
+        );
         let pre = c.decide(
             &Method::OPTIONS,
             &headers(&[

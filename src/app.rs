@@ -192,6 +192,7 @@ pub async fn start(boot: Bootstrap) -> Result<Running, StartError> {
         access_log: boot.access_log != AccessLog::Off,
         forward_client_cert: boot.forward_client_cert,
         mirrors: Default::default(),
+        trace_sampling: boot.trace_sampling,
     });
     let ctx = Arc::new(listen::Ctx {
         proxy,

@@ -534,3 +534,42 @@ async fn missing_and_nested_delegates_are_errors() {
         "{e}"
     );
 }
+
+// ---- tracing headers ----
+
+#[tokio::test]
+async fn trace_context_is_started_when_absent_and_propagated_when_present() {
+    let up = Upstream::new("app").run().await;
+    let gw = TestGateway::start_with(
+        &format!(
+            "{}{}{}",
+            http_gateway("gw", 8080, &["*"]),
+            service_entry("app.svc", 80, "HTTP", &[(&up, "v1")]),
+            vs(""),
+        ),
+        |b| b.trace_sampling = 100.0,
+    )
+    .await;
+    client(&gw).send("/").await;
+    let seen = up.last();
+    let tp = seen.headers["traceparent"].to_str().unwrap().to_owned();
+    assert!(
+        tp.starts_with("00-") && tp.ends_with("-01") && tp.len() == 55,
+        "{tp}"
+    );
+    assert_eq!(tp[3..35], *seen.headers["x-b3-traceid"].to_str().unwrap());
+    assert_eq!(seen.headers["x-b3-sampled"], "1");
+    assert!(!seen.headers["x-request-id"].is_empty());
+    let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    client(&gw)
+        .header("traceparent", incoming)
+        .header("tracestate", "congo=t61rcWkgMzE")
+        .header("x-request-id", "abc")
+        .send("/")
+        .await;
+    let seen = up.last();
+    assert_eq!(seen.headers["traceparent"], incoming);
+    assert_eq!(seen.headers["tracestate"], "congo=t61rcWkgMzE");
+    assert_eq!(seen.headers["x-request-id"], "abc");
+    assert!(seen.headers.get("x-b3-traceid").is_none());
+}

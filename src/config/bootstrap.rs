@@ -104,6 +104,9 @@ pub struct Bootstrap {
     pub ephemeral_ports: bool,
     /// Access log format (`--access-log`).
     pub access_log: AccessLog,
+    /// Percent (0..=100) of requests sampled when meshgate starts a trace context
+    /// (`--trace-sampling`; default 1, Istio's).
+    pub trace_sampling: f64,
     /// `x-forwarded-client-cert` handling (`--forward-client-cert`); default sanitize.
     pub forward_client_cert: crate::http::headers::ForwardClientCert,
     /// Time a client has to send a complete request head (seconds-scale; default 10 s).
@@ -138,6 +141,7 @@ impl Default for Bootstrap {
             ephemeral_ports: false,
             access_log: AccessLog::Off,
             forward_client_cert: Default::default(),
+            trace_sampling: 1.0,
             header_read_timeout: Duration::from_secs(10),
             max_replay_body: 64 * 1024,
             max_connections: 10_000,

@@ -140,6 +140,30 @@ pub fn forward_client_cert(
     }
 }
 
+/// Start a trace context when the request carries none: W3C `traceparent` and B3
+/// (`x-b3-traceid`, `x-b3-spanid`, `x-b3-sampled`) with the same random ids, sampled for
+/// `sampling` percent of requests (Istio's default is 1). A request that arrives with
+/// `traceparent`, `b3` or `x-b3-traceid` keeps its context untouched, `tracestate` included.
+pub fn ensure_trace_context(h: &mut HeaderMap, sampling: f64) {
+    if h.contains_key("traceparent") || h.contains_key("b3") || h.contains_key("x-b3-traceid") {
+        return;
+    }
+    let trace = format!("{:032x}", fastrand::u128(1..));
+    let span = format!("{:016x}", fastrand::u64(1..));
+    let sampled = crate::route::roll(sampling);
+    let parent = format!("00-{trace}-{span}-{}", if sampled { "01" } else { "00" });
+    for (name, value) in [
+        ("traceparent", parent.as_str()),
+        ("x-b3-traceid", trace.as_str()),
+        ("x-b3-spanid", span.as_str()),
+        ("x-b3-sampled", if sampled { "1" } else { "0" }),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    }
+}
+
 /// The request's `x-request-id`, generating a UUIDv4 one when absent or unusable.
 pub fn ensure_request_id(h: &mut HeaderMap) -> HeaderValue {
     if let Some(v) = h.get(&X_REQUEST_ID).filter(|v| !v.is_empty()) {
@@ -169,6 +193,34 @@ mod tests {
         assert!(h.get("x-private").is_none() && h.get("connection").is_none());
         assert_eq!(h.get("te").unwrap(), "trailers");
         assert_eq!(h.get("x-keep").unwrap(), "1");
+    }
+
+    #[test]
+    fn trace_context_started_or_kept() {
+        let mut h = HeaderMap::new();
+        ensure_trace_context(&mut h, 100.0);
+        let tp = h["traceparent"].to_str().unwrap().to_owned();
+        let parts: Vec<&str> = tp.split('-').collect();
+        assert_eq!(parts.len(), 4);
+        assert_eq!(
+            (parts[0], parts[1].len(), parts[2].len(), parts[3]),
+            ("00", 32, 16, "01")
+        );
+        assert_eq!(h["x-b3-traceid"], parts[1]);
+        assert_eq!(h["x-b3-spanid"], parts[2]);
+        assert_eq!(h["x-b3-sampled"], "1");
+        let mut unsampled = HeaderMap::new();
+        ensure_trace_context(&mut unsampled, 0.0);
+        assert!(unsampled["traceparent"].to_str().unwrap().ends_with("-00"));
+        let mut b3 = HeaderMap::new();
+        b3.insert(
+            "b3",
+            "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"
+                .parse()
+                .unwrap(),
+        );
+        ensure_trace_context(&mut b3, 100.0);
+        assert!(b3.get("traceparent").is_none() && b3.len() == 1);
     }
 
     #[test]

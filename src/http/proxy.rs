@@ -50,6 +50,8 @@ pub struct Proxy {
     pub forward_client_cert: headers::ForwardClientCert,
     /// Bound on mirrored copies in flight.
     pub mirrors: super::mirror::Mirrors,
+    /// Percent of requests sampled when meshgate starts their trace context.
+    pub trace_sampling: f64,
 }
 
 /// What the request's connection tells about it.
@@ -99,6 +101,7 @@ impl Proxy {
         let snap = self.store.load();
         let (mut parts, body) = req.into_parts();
         let request_id = headers::ensure_request_id(&mut parts.headers);
+        headers::ensure_trace_context(&mut parts.headers, self.trace_sampling);
         let grpc = parts
             .headers
             .get(CONTENT_TYPE)

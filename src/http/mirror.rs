@@ -116,7 +116,10 @@ impl Mirrors {
                 }
                 Err(_) => "failed",
             };
-            metrics.mirrors.with_label_values(&[&cluster.name, label]).inc();
+            metrics
+                .mirrors
+                .with_label_values(&[&cluster.name, label])
+                .inc();
         });
     }
 }

@@ -81,7 +81,10 @@ pub fn fault_abort(status: AbortStatus) -> (Response<ProxyBody>, Option<u32>) {
             let h = r.headers_mut();
             h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
             h.insert("grpc-status", HeaderValue::from(code));
-            h.insert("grpc-message", HeaderValue::from_static("fault filter abort"));
+            h.insert(
+                "grpc-message",
+                HeaderValue::from_static("fault filter abort"),
+            );
             (r, Some(code))
         }
     }

@@ -1,11 +1,11 @@
 //! The admin server (axum, its own port): `/healthz`, `/healthz/ready`, `/metrics`,
-//! `/config_dump`. Reads the store and metrics; never writes them.
+//! `/config_dump`, `/explain`. Reads the store and metrics; never writes them.
 //!
-//! Depends on: axum, `config::ConfigStore`, `metrics`, `shutdown`.
+//! Depends on: axum, `config::ConfigStore`, `metrics`, `shutdown`, `explain`.
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -13,6 +13,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::config::ConfigStore;
+use crate::explain::{explain, ExplainRequest};
 use crate::metrics::Metrics;
 use crate::shutdown::Drain;
 
@@ -34,6 +35,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/config_dump", get(config_dump))
+        .route("/explain", get(explain_request))
         .with_state(state)
 }
 
@@ -76,5 +78,47 @@ async fn config_dump(State(s): State<AdminState>) -> Response {
         o.insert("lastErrors".into(), s.store.last_errors().as_slice().into());
     }
     let body = serde_json::to_string_pretty(&dump).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// `GET /explain?url=..&method=..&header=name:value&sni=..&port=..` (`header` repeatable):
+/// the JSON explanation against the live snapshot, or 400 naming the bad parameter.
+async fn explain_request(
+    State(s): State<AdminState>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    let one = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let bad = |msg: String| {
+        let body = serde_json::json!({ "error": msg }).to_string();
+        (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response()
+    };
+    let Some(url) = one("url") else {
+        return bad("missing query parameter url".to_owned());
+    };
+    let port = match one("port").map(str::parse::<u16>) {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err(_)) => return bad("query parameter port must be 1..=65535".to_owned()),
+    };
+    let headers = params
+        .iter()
+        .filter(|(k, _)| k == "header")
+        .map(|(_, v)| v.as_str());
+    let req = match ExplainRequest::try_new(url, one("method"), headers, one("sni"), port) {
+        Ok(r) => r,
+        Err(e) => return bad(e.to_string()),
+    };
+    let snap = s.store.load();
+    let body = serde_json::to_string_pretty(&explain(&snap, &req)).unwrap_or_default();
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

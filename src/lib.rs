@@ -12,6 +12,7 @@
 //!   reflectors), [`config::compile`] validates it (errors name file:line, resource and
 //!   field) into a `Snapshot`, and [`config::ConfigStore`] publishes it atomically (arc-swap).
 //! - Wiring (listeners, admin, shutdown): [`app`]. Admin API: [`admin`]. Metrics: [`metrics`].
+//! - Why a request is routed where it is, or gets a 404, offline: [`explain::explain`].
 //!
 //! # Data flow
 //!
@@ -30,6 +31,7 @@ pub mod app;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod explain;
 pub mod http;
 pub mod listen;
 pub mod metrics;

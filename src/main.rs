@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use meshgate::config::{self, AccessLog, Bootstrap, CompileOptions};
 
 /// A standalone ingress/egress gateway that speaks Istio's networking API.
@@ -50,6 +50,10 @@ struct Cli {
     /// `forward-only`, `always-forward-only` as in Envoy.
     #[arg(long, value_enum, default_value = "sanitize")]
     forward_client_cert: ForwardClientCertArg,
+    /// Percent of requests sampled when meshgate starts their trace context (W3C
+    /// `traceparent` and B3 headers); requests that arrive with one keep it.
+    #[arg(long, default_value = "1", value_name = "PERCENT", value_parser = parse_percent)]
+    trace_sampling: f64,
     /// Where the Istio resources come from: `--config` files, or the Kubernetes API
     /// (kubeconfig or in-cluster service account; needs the `kubernetes` build feature).
     #[arg(long, value_enum, default_value = "files")]
@@ -73,6 +77,11 @@ enum Command {
         #[arg(value_name = "PATH", required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Explain, without sending anything, how a request would be routed: listener, Gateway
+    /// server, virtual host, VirtualService rule and match block (and why earlier rules did
+    /// not match), destinations with their endpoints and policies, or why it is rejected.
+    /// Exit 0 when routed, 2 when rejected, 1 on configuration errors.
+    Explain(ExplainArgs),
     /// Exit 0 if the admin API reports ready (GET /healthz/ready answers 200 within 2 s),
     /// else 1. For a container HEALTHCHECK in an image without curl.
     Healthcheck {
@@ -80,6 +89,29 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:15000", value_name = "ADDR")]
         admin: SocketAddr,
     },
+}
+
+/// `meshgate explain` options, curl-like.
+#[derive(Debug, Args)]
+struct ExplainArgs {
+    /// The request URL, e.g. http://bookinfo.example:8080/productpage?x=1.
+    #[arg(value_name = "URL")]
+    url: String,
+    /// Request header `name: value` (repeatable); `Host` replaces the URL's host.
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    headers: Vec<String>,
+    /// Request method.
+    #[arg(short = 'X', long, default_value = "GET", value_name = "M")]
+    method: String,
+    /// SNI of the ClientHello; https defaults to the URL's host; '' sends none.
+    #[arg(long, value_name = "NAME")]
+    sni: Option<String>,
+    /// Listener port; defaults to the URL's port, else 80 (http) or 443 (https).
+    #[arg(long, value_name = "P")]
+    port: Option<u16>,
+    /// Print the explanation as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -110,6 +142,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("expected a duration such as 5s or 500ms, got {s:?}"))
 }
 
+fn parse_percent(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|p| (0.0..=100.0).contains(p))
+        .ok_or_else(|| format!("expected a percentage 0..=100, got {s:?}"))
+}
+
 fn parse_label(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .filter(|(k, _)| !k.is_empty())
@@ -122,6 +161,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Validate { ref paths }) => validate(paths, &cli),
         Some(Command::Healthcheck { admin }) => healthcheck(admin),
+        Some(Command::Explain(ref args)) => explain(args, &cli),
         None => match serve(cli) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -184,6 +224,84 @@ fn validate(paths: &[PathBuf], cli: &Cli) -> ExitCode {
     }
 }
 
+fn explain(args: &ExplainArgs, cli: &Cli) -> ExitCode {
+    let req = match meshgate::explain::ExplainRequest::try_new(
+        &args.url,
+        Some(&args.method),
+        args.headers.iter().map(String::as_str),
+        args.sni.as_deref(),
+        args.port,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("meshgate explain: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let paths = if cli.config.is_empty() {
+        Bootstrap::default().config_paths
+    } else {
+        cli.config.clone()
+    };
+    let raw = match config::source::file::load(&paths) {
+        Ok(raw) => raw,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    meshgate::tls::install_default_provider();
+    let registry = meshgate::upstream::Registry::default();
+    let credentials = meshgate::tls::server::CertsDir(cli.certs_dir.clone());
+    let opts = CompileOptions {
+        selector: selector(cli),
+        mesh_port: cli.mesh_port,
+        registry: &registry,
+        credentials: &credentials,
+    };
+    let snap = match config::compile(&raw, &opts) {
+        Ok(snap) => snap,
+        Err(f) => {
+            for e in &f.errors {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{} error(s): nothing would be served", f.errors.len());
+            return ExitCode::FAILURE;
+        }
+    };
+    // Warnings can be the answer ("bound to the mesh only"), so they are shown.
+    for w in &snap.warnings {
+        eprintln!("warning: {w}");
+    }
+    let ex = meshgate::explain::explain(&snap, &req);
+    let text = if args.json {
+        match serde_json::to_string_pretty(&ex) {
+            Ok(j) => j + "\n",
+            Err(e) => {
+                eprintln!("meshgate explain: cannot render JSON: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let mut t = ex.to_string();
+        if !t.ends_with('\n') {
+            t.push('\n');
+        }
+        t
+    };
+    if let Err(e) = std::io::stdout().lock().write_all(text.as_bytes()) {
+        eprintln!("meshgate explain: {e}");
+        return ExitCode::FAILURE;
+    }
+    if ex.is_routed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
 fn serve(cli: Cli) -> anyhow::Result<()> {
     let access_log = match cli.access_log {
         AccessLogArg::Off => AccessLog::Off,
@@ -200,6 +318,7 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
         access_log,
         drain_delay: cli.drain_delay,
         drain_timeout: cli.drain_timeout,
+        trace_sampling: cli.trace_sampling,
         forward_client_cert: {
             use meshgate::http::headers::ForwardClientCert as F;
             match cli.forward_client_cert {

@@ -181,6 +181,130 @@ fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
     })
 }
 
+// === explain helpers ===
+//
+// Used by `meshgate explain` only, never on the request path, so they may allocate. Each one
+// checks the conditions in the order `MatchBlock::matches` does and through the same
+// functions, so the reason given is the condition that really failed.
+
+impl std::fmt::Display for StrMatch {
+    /// `exact /a`, `prefix /a`, `regex v[0-9]+` (as written, without the anchors), `present`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exact(e) => write!(f, "exact {e}"),
+            Self::Prefix(p) => write!(f, "prefix {p}"),
+            Self::Present => f.write_str("present"),
+            Self::Regex(r) => write!(f, "regex {}", regex_source(r)),
+        }
+    }
+}
+
+/// The pattern as configured: `StrMatch::regex` wraps it in `^(?:...)$`.
+fn regex_source(r: &Regex) -> &str {
+    let s = r.as_str();
+    s.strip_prefix("^(?:")
+        .and_then(|x| x.strip_suffix(")$"))
+        .unwrap_or(s)
+}
+
+/// Headers whose values `explain` never echoes.
+fn is_sensitive(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+    )
+}
+
+impl HeaderMatch {
+    /// Why `headers` fail this condition (`None` when they satisfy it), e.g.
+    /// `header x-user missing`.
+    pub fn mismatch(&self, headers: &HeaderMap) -> Option<String> {
+        if self.matches(headers) {
+            return None;
+        }
+        let values: Vec<&str> = headers
+            .get_all(&self.name)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("<not text>"))
+            .collect();
+        if values.is_empty() {
+            return Some(format!("header {} missing", self.name));
+        }
+        if is_sensitive(&self.name) {
+            return Some(format!(
+                "header {} does not match (value hidden)",
+                self.name
+            ));
+        }
+        Some(format!(
+            "header {} {} does not match {}",
+            self.name,
+            self.value,
+            values.join(",")
+        ))
+    }
+}
+
+impl MatchBlock {
+    /// Why `req` fails this block: the first condition (in `matches` order) it does not
+    /// satisfy, e.g. `uri prefix /api does not match /web`; `None` when the block matches.
+    pub fn first_mismatch(&self, req: &RequestView<'_>) -> Option<String> {
+        if let Some(p) = self.port {
+            if p != req.port {
+                return Some(format!("port {p} does not match {}", req.port));
+            }
+        }
+        if let Some(m) = &self.method {
+            if !m.matches(req.method) {
+                return Some(format!("method {m} does not match {}", req.method));
+            }
+        }
+        if let Some(u) = &self.uri {
+            let ok = if self.ignore_uri_case {
+                u.matches_ignore_case(req.path)
+            } else {
+                u.matches(req.path)
+            };
+            if !ok {
+                let case = if self.ignore_uri_case {
+                    " (ignoring case)"
+                } else {
+                    ""
+                };
+                return Some(format!("uri {u}{case} does not match {}", req.path));
+            }
+        }
+        if let Some(s) = &self.scheme {
+            if !s.matches(req.scheme) {
+                return Some(format!("scheme {s} does not match {}", req.scheme));
+            }
+        }
+        if let Some(a) = &self.authority {
+            if !a.matches(req.authority) {
+                return Some(format!("authority {a} does not match {}", req.authority));
+            }
+        }
+        if let Some(reason) = self.headers.iter().find_map(|h| h.mismatch(req.headers)) {
+            return Some(reason);
+        }
+        if let Some(h) = self.without_headers.iter().find(|h| h.matches(req.headers)) {
+            return Some(format!(
+                "withoutHeaders {} {} matches the request",
+                h.name, h.value
+            ));
+        }
+        self.query
+            .iter()
+            .find_map(|(name, m)| match query_value(req.query, name) {
+                None => Some(format!("query parameter {name} missing")),
+                Some(v) if !m.matches(v) => {
+                    Some(format!("query parameter {name} {m} does not match {v}"))
+                }
+                Some(_) => None,
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,5 +377,91 @@ mod tests {
             ..Default::default()
         };
         assert!(!port.matches(&view("/", None, &h)));
+    }
+
+    #[test]
+    fn explain_first_mismatch_agrees_with_matches_and_names_the_condition() {
+        let mut h = HeaderMap::new();
+        h.insert("end-user", "bob".parse().unwrap());
+        h.insert("x-debug", "1".parse().unwrap());
+        let header = |name: &'static str, value| HeaderMatch {
+            name: HeaderName::from_static(name),
+            value,
+        };
+        let blocks = [
+            MatchBlock {
+                uri: Some(StrMatch::Prefix("/api".into())),
+                ..Default::default()
+            },
+            MatchBlock {
+                uri: Some(StrMatch::Prefix("/API".into())),
+                ignore_uri_case: true,
+                ..Default::default()
+            },
+            MatchBlock {
+                method: Some(StrMatch::Exact("POST".into())),
+                ..Default::default()
+            },
+            MatchBlock {
+                headers: vec![header("x-user", StrMatch::Present)],
+                ..Default::default()
+            },
+            MatchBlock {
+                headers: vec![header("end-user", StrMatch::Exact("jason".into()))],
+                ..Default::default()
+            },
+            MatchBlock {
+                without_headers: vec![header("x-debug", StrMatch::Present)],
+                ..Default::default()
+            },
+            MatchBlock {
+                query: vec![("v".into(), StrMatch::regex("[0-9]+").unwrap())],
+                ..Default::default()
+            },
+            MatchBlock {
+                port: Some(81),
+                ..Default::default()
+            },
+            MatchBlock::default(),
+        ];
+        let requests = [
+            ("/web", None),
+            ("/api/x", Some("v=1")),
+            ("/Api", Some("v=x")),
+        ];
+        for b in &blocks {
+            for (path, query) in requests {
+                let v = view(path, query, &h);
+                assert_eq!(
+                    b.first_mismatch(&v).is_none(),
+                    b.matches(&v),
+                    "{b:?} {path}"
+                );
+            }
+        }
+        let web = view("/web", Some("v=x"), &h);
+        let reasons: Vec<_> = blocks.iter().map(|b| b.first_mismatch(&web)).collect();
+        assert_eq!(
+            reasons,
+            [
+                Some("uri prefix /api does not match /web".to_owned()),
+                Some("uri prefix /API (ignoring case) does not match /web".to_owned()),
+                Some("method exact POST does not match GET".to_owned()),
+                Some("header x-user missing".to_owned()),
+                Some("header end-user exact jason does not match bob".to_owned()),
+                Some("withoutHeaders x-debug present matches the request".to_owned()),
+                Some("query parameter v regex [0-9]+ does not match x".to_owned()),
+                Some("port 81 does not match 80".to_owned()),
+                None,
+            ]
+        );
+        let mut secret = HeaderMap::new();
+        secret.insert("authorization", "Bearer s3cret".parse().unwrap());
+        let auth = header("authorization", StrMatch::Exact("Bearer other".into()));
+        let reason = auth.mismatch(&secret).unwrap();
+        assert!(
+            !reason.contains("s3cret") && !reason.contains("other"),
+            "{reason}"
+        );
     }
 }

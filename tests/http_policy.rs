@@ -573,3 +573,42 @@ async fn trace_context_is_started_when_absent_and_propagated_when_present() {
     assert_eq!(seen.headers["x-request-id"], "abc");
     assert!(seen.headers.get("x-b3-traceid").is_none());
 }
+
+#[tokio::test]
+async fn websocket_over_http2_extended_connect_reaches_an_http1_backend() {
+    let one = ws_echo("one").await;
+    let gw = TestGateway::start(&ws_config(one, "")).await;
+    let tcp = tokio::net::TcpStream::connect(gw.port(8080)).await.unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // Wait for the server's SETTINGS (ENABLE_CONNECT_PROTOCOL) before an extended CONNECT.
+    within(std::future::poll_fn(|cx| tx.poll_ready(cx)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut req = hyper::Request::builder()
+        .method("CONNECT")
+        .uri(format!("http://{HOST}/chat"))
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let mut resp = within(tx.send_request(req)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let upgraded = within(hyper::upgrade::on(&mut resp)).await.unwrap();
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(upgraded),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    use futures_util::{SinkExt, StreamExt};
+    within(ws.send("over h2".into())).await.unwrap();
+    let reply = within(ws.next()).await.unwrap().unwrap();
+    assert_eq!(reply.into_text().unwrap().as_str(), "one: over h2");
+}

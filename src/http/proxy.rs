@@ -140,8 +140,16 @@ impl Proxy {
         if rec.authority.is_empty() {
             return finish_error(rec, &ProxyError::new(ErrorKind::BadRequest));
         }
+        // HTTP/2 extended CONNECT (RFC 8441, WebSocket over h2) is routed like the GET it
+        // stands for; a plain CONNECT is not routed (no tunnelling to arbitrary hosts).
+        let extended_connect = parts.method == Method::CONNECT
+            && parts.extensions.get::<hyper::ext::Protocol>().is_some();
         let view = RequestView {
-            method: parts.method.as_str(),
+            method: if extended_connect {
+                "GET"
+            } else {
+                parts.method.as_str()
+            },
             scheme: conn.scheme,
             authority: &rec.authority,
             path: parts.uri.path(),
@@ -180,7 +188,7 @@ impl Proxy {
                 "-",
             );
         }
-        let found = if parts.method == Method::CONNECT {
+        let found = if parts.method == Method::CONNECT && !extended_connect {
             None
         } else {
             vhost.and_then(|v| v.find(&view))
@@ -285,8 +293,32 @@ impl Proxy {
         let downstream_version = parts.version;
         // An HTTP/1.1 protocol upgrade (WebSocket): the Upgrade header and the client's end
         // of the upgraded connection are kept aside; hop-by-hop stripping would lose them.
-        let mut upgrade = headers::upgrade_request(&parts.headers, parts.version)
+        // Extended CONNECT becomes an HTTP/1.1 upgrade to the upstream, and its 101 a 200.
+        let h2_protocol = parts
+            .extensions
+            .remove::<hyper::ext::Protocol>()
+            .filter(|_| parts.method == Method::CONNECT)
+            .and_then(|p| HeaderValue::from_str(p.as_str()).ok());
+        let extended_connect = h2_protocol.is_some();
+        let mut upgrade = h2_protocol
+            .or_else(|| headers::upgrade_request(&parts.headers, parts.version))
             .and_then(|proto| Some((proto, parts.extensions.remove::<OnUpgrade>()?)));
+        if extended_connect {
+            parts.method = Method::GET;
+            if upgrade
+                .as_ref()
+                .is_some_and(|(p, _)| p.as_bytes().eq_ignore_ascii_case(b"websocket"))
+                && !parts.headers.contains_key("sec-websocket-key")
+            {
+                // RFC 8441 clients send no key; an HTTP/1.1 WebSocket server needs one.
+                use base64::Engine as _;
+                let key = base64::engine::general_purpose::STANDARD
+                    .encode(fastrand::u128(..).to_le_bytes());
+                if let Ok(v) = HeaderValue::from_str(&key) {
+                    parts.headers.insert("sec-websocket-key", v);
+                }
+            }
+        }
         headers::strip_hop_by_hop(&mut parts.headers);
         if let Some((proto, _)) = &upgrade {
             parts.headers.insert(http::header::UPGRADE, proto.clone());
@@ -313,7 +345,8 @@ impl Proxy {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let mut slot = if body.is_end_stream() {
+        // An upgrade's bytes flow through the tunnel after the 101, never as a body.
+        let mut slot = if body.is_end_stream() || upgrade.is_some() {
             BodySlot::Empty
         } else if content_length.is_some_and(|n| n <= self.max_replay_body as u64) {
             // Small bodies are buffered even without retries: the transparent resend after
@@ -468,12 +501,20 @@ impl Proxy {
                     };
                     let (mut rparts, rbody) = sent.response.into_parts();
                     headers::strip_hop_by_hop(&mut rparts.headers);
-                    if let Some(proto) = switched {
-                        rparts.headers.insert(http::header::UPGRADE, proto);
-                        rparts.headers.insert(
-                            http::header::CONNECTION,
-                            HeaderValue::from_static("upgrade"),
-                        );
+                    match switched {
+                        Some(_) if extended_connect => {
+                            // RFC 8441: the h2 stream is the tunnel; success is a 200.
+                            rparts.status = http::StatusCode::OK;
+                            rparts.headers.remove("sec-websocket-accept");
+                        }
+                        Some(proto) => {
+                            rparts.headers.insert(http::header::UPGRADE, proto);
+                            rparts.headers.insert(
+                                http::header::CONNECTION,
+                                HeaderValue::from_static("upgrade"),
+                            );
+                        }
+                        None => {}
                     }
                     dest.headers.response.apply(&mut rparts.headers);
                     route.headers.response.apply(&mut rparts.headers);

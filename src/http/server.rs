@@ -50,7 +50,9 @@ pub async fn serve<I>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(1024);
+        .max_concurrent_streams(1024)
+        // RFC 8441: WebSocket over HTTP/2.
+        .enable_connect_protocol();
     let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(served);
     tokio::select! {

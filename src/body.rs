@@ -18,6 +18,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+/// Set in a streamed body's byte count when reading the client's body failed.
+pub const DOWNSTREAM_FAILED: u64 = 1 << 63;
+
 /// Request body sent upstream.
 #[derive(Debug)]
 pub enum UpBody {
@@ -46,10 +49,18 @@ impl Body for UpBody {
             ),
             UpBody::Stream(inc, count) => {
                 let res = Pin::new(inc).poll_frame(cx);
-                if let Poll::Ready(Some(Ok(f))) = &res {
-                    if let Some(d) = f.data_ref() {
-                        count.fetch_add(d.len() as u64, Ordering::Relaxed);
+                match &res {
+                    Poll::Ready(Some(Ok(f))) => {
+                        if let Some(d) = f.data_ref() {
+                            count.fetch_add(d.len() as u64, Ordering::Relaxed);
+                        }
                     }
+                    // The client's body broke (bad chunk framing, reset): mark it, so the
+                    // failed exchange is blamed on the client, not the upstream.
+                    Poll::Ready(Some(Err(_))) => {
+                        count.fetch_or(DOWNSTREAM_FAILED, Ordering::Relaxed);
+                    }
+                    _ => {}
                 }
                 res
             }

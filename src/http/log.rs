@@ -51,7 +51,7 @@ impl RequestBytes {
     fn get(&self) -> u64 {
         match self {
             RequestBytes::Known(n) => *n,
-            RequestBytes::Counted(c) => c.load(Ordering::Relaxed),
+            RequestBytes::Counted(c) => c.load(Ordering::Relaxed) & !crate::body::DOWNSTREAM_FAILED,
         }
     }
 }

@@ -9,4 +9,5 @@ pub mod mirror;
 pub mod proxy;
 pub mod respond;
 pub mod server;
+pub mod strict;
 mod upgrade;

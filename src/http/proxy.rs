@@ -24,6 +24,7 @@ use hyper::upgrade::OnUpgrade;
 use super::headers;
 use super::log::{RequestBytes, RequestRecord};
 use super::respond;
+use super::strict;
 use crate::body::{ProxyBody, UpBody};
 use crate::config::{ConfigStore, Snapshot, TlsMode, TlsServer};
 use crate::error::{ErrorKind, ProxyError};
@@ -100,6 +101,23 @@ impl Proxy {
         let start = Instant::now();
         let snap = self.store.load();
         let (mut parts, body) = req.into_parts();
+        let target_len = parts.uri.path_and_query().map_or(0, |p| p.as_str().len())
+            + parts.uri.authority().map_or(0, |a| a.as_str().len());
+        // Match and forward the normalised path, as Envoy does for Istio.
+        let normalized = match strict::normalize_path(parts.uri.path()) {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(p) => Some(match parts.uri.query() {
+                Some(q) => format!("{p}?{q}"),
+                None => p,
+            }),
+        };
+        if let Some(pq) = normalized {
+            let mut up = parts.uri.clone().into_parts();
+            up.path_and_query = pq.parse().ok();
+            if let Ok(uri) = Uri::from_parts(up) {
+                parts.uri = uri;
+            }
+        }
         let request_id = headers::ensure_request_id(&mut parts.headers);
         headers::ensure_trace_context(&mut parts.headers, self.trace_sampling);
         let grpc = parts
@@ -137,6 +155,21 @@ impl Proxy {
             in_flight: None,
             admitted: None,
         };
+        if let Err(r) = strict::check(
+            parts.version,
+            &parts.headers,
+            parts.uri.authority().is_some(),
+            target_len,
+        ) {
+            tracing::debug!(reason = r.reason, "request rejected before routing");
+            let mut resp = respond::text(r.status, r.reason);
+            if parts.version != Version::HTTP_2 {
+                // Framing we refuse to interpret leaves the connection unusable.
+                resp.headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return finish(rec, resp, "DPE");
+        }
         if rec.authority.is_empty() {
             return finish_error(rec, &ProxyError::new(ErrorKind::BadRequest));
         }
@@ -346,6 +379,7 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         // An upgrade's bytes flow through the tunnel after the 101, never as a body.
+        let mut streamed: Option<Arc<AtomicU64>> = None;
         let mut slot = if body.is_end_stream() || upgrade.is_some() {
             BodySlot::Empty
         } else if content_length.is_some_and(|n| n <= self.max_replay_body as u64) {
@@ -364,6 +398,7 @@ impl Proxy {
             }
         } else {
             let count = Arc::new(AtomicU64::new(0));
+            streamed = Some(count.clone());
             rec.request_bytes = RequestBytes::Counted(count.clone());
             BodySlot::Stream(Some((body, count)))
         };
@@ -532,6 +567,24 @@ impl Proxy {
                     return Response::from_parts(rparts, body);
                 }
                 Err(e) => {
+                    let client_broke = streamed.as_ref().is_some_and(|c| {
+                        c.load(std::sync::atomic::Ordering::Relaxed)
+                            & crate::body::DOWNSTREAM_FAILED
+                            != 0
+                    });
+                    if client_broke {
+                        // Malformed or aborted request body: the client's fault, 400 and close
+                        // (Envoy's downstream protocol error); never retried.
+                        let mut resp =
+                            respond::text(http::StatusCode::BAD_REQUEST, "invalid request body");
+                        if downstream_version != Version::HTTP_2 {
+                            resp.headers_mut().insert(
+                                http::header::CONNECTION,
+                                HeaderValue::from_static("close"),
+                            );
+                        }
+                        return finish(rec, resp, "DPE");
+                    }
                     if e.side() == crate::error::Side::Upstream {
                         cluster.report(idx, Outcome::Failure);
                     }

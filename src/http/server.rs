@@ -17,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::proxy::{ConnInfo, Proxy};
 
+/// Largest HTTP/1.1 request head accepted (bytes).
+const MAX_HEAD: usize = 64 * 1024;
+
 /// Connection-level HTTP settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerSettings {
@@ -46,6 +49,9 @@ pub async fn serve<I>(
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
         .preserve_header_case(true)
+        // The request head (line and headers) may use at most this much; beyond it hyper
+        // answers 431. Request targets over 16 KiB get 414 from `strict`.
+        .max_buf_size(MAX_HEAD)
         .keep_alive(true);
     builder
         .http2()

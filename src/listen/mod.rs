@@ -113,6 +113,17 @@ async fn handle(
     let protocol = ctx.proxy.store.load().listener(port).map(|l| l.protocol);
     match protocol {
         Some(PortProtocol::Http) => {
+            // hyper's header timeout starts with the first byte; a client that connects and
+            // says nothing must not hold a connection slot forever.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(ctx.http.header_read_timeout, stream.peek(&mut first)).await
+            {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => {
+                    tracing::debug!("no request bytes within the header timeout: closing");
+                    return;
+                }
+            }
             let conn = ConnInfo {
                 client,
                 port,

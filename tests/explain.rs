@@ -191,6 +191,12 @@ fn bookinfo_reviews_routing_by_end_user() {
 fn seed_bookinfo_all_steps_at_once_shadow_the_later_ones() {
     let cfg = [
         "--config",
+        "tests/fixtures/seed-examples/bookinfo-gateway.yaml",
+        "--config",
+        "tests/fixtures/seed-examples/bookinfo-destination-rules.yaml",
+        "--config",
+        "tests/fixtures/seed-examples/bookinfo-routing.yaml",
+        "--config",
         "tests/fixtures/explain/bookinfo-routing",
         "--mesh-port",
         "15001",
@@ -251,16 +257,24 @@ fn seed_bookinfo_all_steps_at_once_shadow_the_later_ones() {
 
 #[test]
 fn canary_splits_ninety_ten() {
-    for dir in ["config/examples/canary", "tests/fixtures/explain/canary"] {
-        // No Gateway listens on 80: the mesh port is used, and said so.
-        let (code, v) = explain(&[
+    for configs in [
+        &["--config", "config/examples/canary"][..],
+        &[
             "--config",
-            dir,
-            "--mesh-port",
-            "15001",
-            "http://serviceb.serviceb/",
-        ]);
-        assert_eq!(code, 0, "{dir}");
+            "tests/fixtures/seed-examples/canary-10.yaml",
+            "--config",
+            "tests/fixtures/explain/canary",
+        ][..],
+    ] {
+        // No Gateway listens on 80: the mesh port is used, and said so.
+        let (code, v) = explain(
+            &[
+                configs,
+                &["--mesh-port", "15001", "http://serviceb.serviceb/"][..],
+            ]
+            .concat(),
+        );
+        assert_eq!(code, 0, "{configs:?}");
         assert_eq!(rule(&v), ("default/serviceb", 0, 0));
         assert_eq!(
             destinations(&v),
@@ -365,17 +379,35 @@ fn pismo_host_outside_the_virtual_service_and_passthrough_without_route() {
 #[test]
 fn seed_pismo_on_its_original_ports() {
     let cfg = "tests/fixtures/explain/pismo";
-    let (code, v) = explain(&["--config", cfg, "http://application.yourdomain/health"]);
+    let seeds = [
+        "--config",
+        "tests/fixtures/seed-examples/pismo-gateway.yaml",
+        "--config",
+        "tests/fixtures/seed-examples/pismo-virtualservice.yaml",
+    ];
+    let (code, v) = explain(
+        &[
+            &seeds[..],
+            &["--config", cfg, "http://application.yourdomain/health"],
+        ]
+        .concat(),
+    );
     assert_eq!(code, 0);
     assert_eq!(v["listener"]["port"], 80);
     assert_eq!(rule(&v), ("istio-apps/application-ingress", 1, 0));
-    let (code, v) = explain(&[
-        "--config",
-        cfg,
-        "-X",
-        "POST",
-        "http://application.yourdomain/",
-    ]);
+    let (code, v) = explain(
+        &[
+            &seeds[..],
+            &[
+                "--config",
+                cfg,
+                "-X",
+                "POST",
+                "http://application.yourdomain/",
+            ],
+        ]
+        .concat(),
+    );
     assert_eq!(code, 0);
     assert_eq!(rule(&v), ("istio-apps/application-ingress", 2, 0));
 }

@@ -176,7 +176,15 @@ fn selector(cli: &Cli) -> BTreeMap<String, String> {
     cli.selector.iter().cloned().collect()
 }
 
-fn validate(paths: &[PathBuf], cli: &Cli) -> ExitCode {
+/// Read `paths` and compile them offline, as `serve` would (validate, explain). Read errors
+/// are printed here; `None` then.
+fn compile_offline(
+    paths: &[PathBuf],
+    cli: &Cli,
+) -> Option<(
+    config::RawSet,
+    Result<config::Snapshot, config::CompileFailure>,
+)> {
     let raw = match config::source::file::load(paths) {
         Ok(raw) => raw,
         Err(errors) => {
@@ -184,7 +192,7 @@ fn validate(paths: &[PathBuf], cli: &Cli) -> ExitCode {
                 eprintln!("error: {e}");
             }
             eprintln!("{} error(s)", errors.len());
-            return ExitCode::FAILURE;
+            return None;
         }
     };
     meshgate::tls::install_default_provider();
@@ -196,7 +204,15 @@ fn validate(paths: &[PathBuf], cli: &Cli) -> ExitCode {
         registry: &registry,
         credentials: &credentials,
     };
-    match config::compile(&raw, &opts) {
+    let compiled = config::compile(&raw, &opts);
+    Some((raw, compiled))
+}
+
+fn validate(paths: &[PathBuf], cli: &Cli) -> ExitCode {
+    let Some((raw, compiled)) = compile_offline(paths, cli) else {
+        return ExitCode::FAILURE;
+    };
+    match compiled {
         Ok(snap) => {
             for w in &snap.warnings {
                 eprintln!("warning: {w}");
@@ -243,25 +259,10 @@ fn explain(args: &ExplainArgs, cli: &Cli) -> ExitCode {
     } else {
         cli.config.clone()
     };
-    let raw = match config::source::file::load(&paths) {
-        Ok(raw) => raw,
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("error: {e}");
-            }
-            return ExitCode::FAILURE;
-        }
+    let Some((_, compiled)) = compile_offline(&paths, cli) else {
+        return ExitCode::FAILURE;
     };
-    meshgate::tls::install_default_provider();
-    let registry = meshgate::upstream::Registry::default();
-    let credentials = meshgate::tls::server::CertsDir(cli.certs_dir.clone());
-    let opts = CompileOptions {
-        selector: selector(cli),
-        mesh_port: cli.mesh_port,
-        registry: &registry,
-        credentials: &credentials,
-    };
-    let snap = match config::compile(&raw, &opts) {
+    let snap = match compiled {
         Ok(snap) => snap,
         Err(f) => {
             for e in &f.errors {

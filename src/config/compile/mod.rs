@@ -503,18 +503,10 @@ fn auto_passthrough(
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<ConfigError>,
 ) {
-    use crate::config::istio::{Destination, PortSelector, VirtualService};
-    use crate::config::raw::Res;
+    use crate::config::istio::{Destination, PortSelector};
     use crate::route::{Forward, HeaderOps, WeightedDestination};
     for se in &raw.service_entries {
-        let origin = Res {
-            kind: "ServiceEntry",
-            name: se.name.clone(),
-            namespace: se.namespace.clone(),
-            labels: Default::default(),
-            spec: VirtualService::default(),
-            origin: se.origin.clone(),
-        };
+        let origin = se_origin(se);
         for host in se.spec.hosts.iter().filter(|h| !h.contains('*')) {
             let host = host.to_ascii_lowercase();
             if !server
@@ -566,6 +558,21 @@ fn auto_passthrough(
                 }
             }
         }
+    }
+}
+
+/// A stand-in VirtualService for routes meshgate derives from ServiceEntry `se` itself
+/// (AUTO_PASSTHROUGH, the mesh port's default routes), so their errors point at `se`.
+fn se_origin(
+    se: &crate::config::raw::Res<crate::config::istio::ServiceEntry>,
+) -> crate::config::raw::Res<crate::config::istio::VirtualService> {
+    crate::config::raw::Res {
+        kind: "ServiceEntry",
+        name: se.name.clone(),
+        namespace: se.namespace.clone(),
+        labels: Default::default(),
+        spec: Default::default(),
+        origin: se.origin.clone(),
     }
 }
 
@@ -622,8 +629,7 @@ fn mesh_defaults(
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<ConfigError>,
 ) {
-    use crate::config::istio::{Destination, PortSelector, VirtualService};
-    use crate::config::raw::Res;
+    use crate::config::istio::{Destination, PortSelector};
     use crate::route::{
         Action, Forward, HeaderOps, MatchBlock, RetryPolicy, Route, StrMatch, WeightedDestination,
     };
@@ -647,14 +653,7 @@ fn mesh_defaults(
             continue;
         };
         // Errors, should any arise, point at the ServiceEntry.
-        let origin = Res {
-            kind: "ServiceEntry",
-            name: se.name.clone(),
-            namespace: se.namespace.clone(),
-            labels: Default::default(),
-            spec: VirtualService::default(),
-            origin: se.origin.clone(),
-        };
+        let origin = se_origin(se);
         for host in se.spec.hosts.iter().filter(|h| !h.contains('*')) {
             let host = host.to_ascii_lowercase();
             if table

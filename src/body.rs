@@ -28,8 +28,132 @@ pub enum UpBody {
     Empty,
     /// A buffered body; cloning the `Bytes` for another try is free.
     Full(Option<Bytes>),
-    /// The client's body streamed through; can be sent once only. Counts bytes read.
-    Stream(Incoming, Arc<AtomicU64>),
+    /// The client's body streamed through (sent once); see `Streamed`.
+    Stream(Arc<Streamed>),
+}
+
+/// A client body streamed upstream. It stays owned here when an attempt ends early (hyper
+/// drops the request body when the response comes first), so a retry can read the rest and
+/// resend a body that had no `Content-Length` (gRPC, chunked) from the copy in `tee`.
+#[derive(Debug)]
+pub struct Streamed {
+    inc: std::sync::Mutex<Incoming>,
+    /// Bytes read from the client (high bit: the client's body failed).
+    pub count: Arc<AtomicU64>,
+    tee: Tee,
+}
+
+impl Streamed {
+    /// Wrap the client's body, keeping a copy of up to `limit` bytes.
+    pub fn new(inc: Incoming, count: Arc<AtomicU64>, limit: usize) -> Self {
+        Self {
+            inc: std::sync::Mutex::new(inc),
+            count,
+            tee: Tee::new(limit),
+        }
+    }
+
+    fn poll_frame(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        // Never contended: one attempt reads at a time, and the lock is not held across
+        // an await.
+        let mut inc = self.inc.lock().unwrap_or_else(|p| p.into_inner());
+        let res = Pin::new(&mut *inc).poll_frame(cx);
+        match &res {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    self.count.fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
+            }
+            // The client's body broke (bad chunk framing, reset): mark it, so the failed
+            // exchange is blamed on the client, not the upstream.
+            Poll::Ready(Some(Err(_))) => {
+                self.count.fetch_or(DOWNSTREAM_FAILED, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        if let Poll::Ready(f) = &res {
+            self.tee.record(f);
+        }
+        res
+    }
+
+    /// The whole body for a resend: reads what the last attempt left unread (while it fits
+    /// the copy), then returns the copy; `None` when it is too large, broken, or still
+    /// streaming after `wait`.
+    pub async fn replay(&self, wait: std::time::Duration) -> Option<Bytes> {
+        let drain = std::future::poll_fn(|cx| loop {
+            if self.tee.is_settled() {
+                return Poll::Ready(());
+            }
+            match self.poll_frame(cx) {
+                Poll::Ready(Some(Ok(_))) => continue,
+                Poll::Ready(_) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        });
+        if self.tee.complete().is_none() {
+            let _ = tokio::time::timeout(wait, drain).await;
+        }
+        self.tee.complete()
+    }
+}
+
+/// A copy of a streamed request body, kept while it stays under a limit, so that a retry
+/// can resend a body that had no `Content-Length` (gRPC, chunked) once it has fully arrived.
+#[derive(Debug)]
+pub struct Tee {
+    limit: usize,
+    state: std::sync::Mutex<TeeState>,
+}
+
+#[derive(Debug, Default)]
+struct TeeState {
+    buf: bytes::BytesMut,
+    /// Too large, or had trailers: cannot be replayed.
+    spoiled: bool,
+    /// The body ended.
+    done: bool,
+}
+
+impl Tee {
+    /// A copy that gives up beyond `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            state: std::sync::Mutex::default(),
+        }
+    }
+
+    fn record<T>(&self, frame: &Option<Result<Frame<Bytes>, T>>) {
+        // Uncontended: one request's body is read by one task at a time.
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.spoiled {
+            return;
+        }
+        match frame {
+            None => st.done = true,
+            Some(Ok(f)) => match f.data_ref() {
+                Some(d) if st.buf.len() + d.len() <= self.limit => st.buf.extend_from_slice(d),
+                _ => {
+                    st.spoiled = true;
+                    st.buf = bytes::BytesMut::new();
+                }
+            },
+            Some(Err(_)) => st.spoiled = true,
+        }
+    }
+
+    /// Whether nothing more will be copied (the body ended, or the copy was given up).
+    fn is_settled(&self) -> bool {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.spoiled || st.done
+    }
+
+    /// The whole body, when it has fully arrived and was small enough to keep.
+    pub fn complete(&self) -> Option<Bytes> {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        (st.done && !st.spoiled).then(|| Bytes::copy_from_slice(&st.buf))
+    }
 }
 
 impl Body for UpBody {
@@ -47,23 +171,7 @@ impl Body for UpBody {
                     .filter(|b| !b.is_empty())
                     .map(|b| Ok(Frame::data(b))),
             ),
-            UpBody::Stream(inc, count) => {
-                let res = Pin::new(inc).poll_frame(cx);
-                match &res {
-                    Poll::Ready(Some(Ok(f))) => {
-                        if let Some(d) = f.data_ref() {
-                            count.fetch_add(d.len() as u64, Ordering::Relaxed);
-                        }
-                    }
-                    // The client's body broke (bad chunk framing, reset): mark it, so the
-                    // failed exchange is blamed on the client, not the upstream.
-                    Poll::Ready(Some(Err(_))) => {
-                        count.fetch_or(DOWNSTREAM_FAILED, Ordering::Relaxed);
-                    }
-                    _ => {}
-                }
-                res
-            }
+            UpBody::Stream(src) => src.poll_frame(cx),
         }
     }
 
@@ -71,7 +179,7 @@ impl Body for UpBody {
         match self {
             UpBody::Empty => true,
             UpBody::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
-            UpBody::Stream(inc, _) => inc.is_end_stream(),
+            UpBody::Stream(src) => src.tee.complete().is_some(),
         }
     }
 
@@ -79,7 +187,7 @@ impl Body for UpBody {
         match self {
             UpBody::Empty => SizeHint::with_exact(0),
             UpBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            UpBody::Stream(inc, _) => inc.size_hint(),
+            UpBody::Stream(src) => src.inc.lock().map(|i| i.size_hint()).unwrap_or_default(),
         }
     }
 }

@@ -25,7 +25,7 @@ use super::headers;
 use super::log::{RequestBytes, RequestRecord};
 use super::respond;
 use super::strict;
-use crate::body::{ProxyBody, UpBody};
+use crate::body::{ProxyBody, Streamed, UpBody};
 use crate::config::{ConfigStore, Snapshot, TlsMode, TlsServer};
 use crate::error::{ErrorKind, ProxyError};
 use crate::metrics::Metrics;
@@ -74,23 +74,40 @@ pub struct ConnInfo {
 enum BodySlot {
     Empty,
     Buffered(Bytes),
-    Stream(Option<(Incoming, Arc<AtomicU64>)>),
+    /// Streamed from the client; `sent` once an attempt has taken it.
+    Stream {
+        src: Arc<Streamed>,
+        sent: bool,
+    },
 }
 
+/// Longest a retry waits for the rest of a small streamed body before giving up the retry.
+const REPLAY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl BodySlot {
-    /// Whether another try can still send the body.
-    fn replayable(&self) -> bool {
-        !matches!(self, BodySlot::Stream(None))
+    /// Whether another try can send the body: buffered, never sent, or streamed but small
+    /// and complete (reading what the failed attempt left unread). Switches to the copy.
+    async fn replayable(&mut self) -> bool {
+        match self {
+            BodySlot::Stream { src, sent: true } => match src.replay(REPLAY_WAIT).await {
+                Some(b) => {
+                    *self = BodySlot::Buffered(b);
+                    true
+                }
+                None => false,
+            },
+            _ => true,
+        }
     }
 
     fn take(&mut self) -> UpBody {
         match self {
             BodySlot::Empty => UpBody::Empty,
             BodySlot::Buffered(b) => UpBody::Full(Some(b.clone())),
-            BodySlot::Stream(s) => match s.take() {
-                Some((inc, count)) => UpBody::Stream(inc, count),
-                None => UpBody::Empty,
-            },
+            BodySlot::Stream { src, sent } => {
+                *sent = true;
+                UpBody::Stream(src.clone())
+            }
         }
     }
 }
@@ -400,7 +417,10 @@ impl Proxy {
             let count = Arc::new(AtomicU64::new(0));
             streamed = Some(count.clone());
             rec.request_bytes = RequestBytes::Counted(count.clone());
-            BodySlot::Stream(Some((body, count)))
+            BodySlot::Stream {
+                src: Arc::new(Streamed::new(body, count, self.max_replay_body)),
+                sent: false,
+            }
         };
 
         for m in route.mirrors.iter().filter(|m| roll(m.percent)) {
@@ -412,7 +432,7 @@ impl Proxy {
                 BodySlot::Buffered(b) => b.clone(),
                 // A streamed body is not held twice: the copy is dropped (Envoy would stream
                 // it; we bound memory instead).
-                BodySlot::Stream(_) => {
+                BodySlot::Stream { .. } => {
                     self.metrics
                         .mirrors
                         .with_label_values(&[&mc.name, "dropped"])
@@ -505,7 +525,7 @@ impl Proxy {
                     cluster.report(idx, Outcome::Status(status));
                     let grpc_status = grpc_status(sent.response.headers());
                     if retry::on_status(policy, status, grpc_status, idempotent, tries)
-                        && slot.replayable()
+                        && slot.replayable().await
                     {
                         drop(sent);
                         self.note_retry(&cluster);
@@ -600,7 +620,7 @@ impl Proxy {
                     if e.reused
                         && !fresh_used
                         && matches!(e.kind, ErrorKind::UpstreamReset | ErrorKind::RefusedStream)
-                        && slot.replayable()
+                        && slot.replayable().await
                     {
                         fresh_used = true;
                         fresh = true;
@@ -609,7 +629,7 @@ impl Proxy {
                         continue;
                     }
                     if retry::on_error(policy, &e, idempotent, tries)
-                        && slot.replayable()
+                        && slot.replayable().await
                         && take_retry_slot(&cluster, &mut retry_slot)
                     {
                         self.note_retry(&cluster);

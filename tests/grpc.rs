@@ -32,7 +32,7 @@ mod tokio_stream_shim {
     use std::pin::Pin;
     use std::task::{Context, Poll};
 
-    pub struct Receiver<T>(pub tokio::sync::mpsc::Receiver<T>);
+    pub(crate) struct Receiver<T>(pub(crate) tokio::sync::mpsc::Receiver<T>);
 
     impl<T> futures_util::Stream for Receiver<T> {
         type Item = T;

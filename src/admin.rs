@@ -36,6 +36,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/config_dump", get(config_dump))
         .route("/explain", get(explain_request))
+        .route("/logging", axum::routing::post(logging))
         .with_state(state)
 }
 
@@ -121,4 +122,20 @@ async fn explain_request(
     let snap = s.store.load();
     let body = serde_json::to_string_pretty(&explain(&snap, &req)).unwrap_or_default();
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+/// `POST /logging?level=SPEC`: replace the log filter (Envoy's admin verb; `SPEC` is a
+/// tracing `EnvFilter` directive such as `debug` or `info,meshgate::http=trace`).
+async fn logging(
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> (axum::http::StatusCode, String) {
+    let Some(level) = q.get("level") else {
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            "usage: POST /logging?level=debug (any tracing filter directive)\n".to_owned(),
+        );
+    };
+    match crate::telemetry::set_filter(level) {
+        Ok(f) => (axum::http::StatusCode::OK, format!("log filter: {f}\n")),
+        Err(e) => (axum::http::StatusCode::BAD_REQUEST, format!("{e}\n")),
+    }
 }

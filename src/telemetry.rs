@@ -1,6 +1,7 @@
 //! Logging setup: tracing-subscriber with `RUST_LOG` (default `info`) to stderr, and the
 //! access log (target `meshgate::access`) to stdout through a non-blocking writer, as text
-//! or JSON.
+//! or JSON. The log filter can be replaced at run time (`POST /logging?level=debug` on the
+//! admin port, like Envoy's).
 //!
 //! Depends on: tracing-subscriber, tracing-appender, `config::AccessLog`.
 
@@ -14,12 +15,31 @@ use crate::config::AccessLog;
 
 const ACCESS: &str = "meshgate::access";
 
+/// Replaces the log filter of the installed subscriber.
+type Reload = tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+static FILTER: std::sync::OnceLock<Reload> = std::sync::OnceLock::new();
+
+/// Set the log filter (an `EnvFilter` directive such as `debug` or
+/// `info,meshgate::http=trace`); the new filter as text, or why it was refused.
+pub fn set_filter(spec: &str) -> Result<String, String> {
+    let filter = EnvFilter::try_new(spec).map_err(|e| format!("invalid level {spec:?}: {e}"))?;
+    let text = filter.to_string();
+    let handle = FILTER
+        .get()
+        .ok_or_else(|| "logging is not initialised in this process".to_owned())?;
+    handle.reload(filter).map_err(|e| e.to_string())?;
+    tracing::info!(filter = %text, "log filter changed");
+    Ok(text)
+}
+
 /// Install the global subscriber. Keep the guard alive for the process lifetime.
 pub fn init(access: AccessLog) -> Option<WorkerGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let _ = FILTER.set(handle);
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_filter(filter)
         .with_filter(filter_fn(|m| m.target() != ACCESS));
     let (access_layer, guard) = match access {
         AccessLog::Off => (None, None),
@@ -41,6 +61,7 @@ pub fn init(access: AccessLog) -> Option<WorkerGuard> {
         }
     };
     let _ = tracing_subscriber::registry()
+        .with(filter)
         .with(logs)
         .with(access_layer)
         .try_init();

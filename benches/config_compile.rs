@@ -45,6 +45,7 @@ fn compile(bencher: divan::Bencher, n: usize) {
     let registry = Registry::default();
     let credentials = CertsDir("certs".into());
     let opts = CompileOptions {
+        workload_labels: None,
         selector: Default::default(),
         mesh_port: None,
         registry: &registry,

@@ -160,8 +160,9 @@ struct Loaded {
     /// Every certificate byte the compile may use, compared to spot a change.
     certs: Vec<Option<Vec<u8>>>,
     credentials: Box<dyn Credentials>,
-    /// Which Gateways to serve (`CompileOptions::selector`).
-    selector: BTreeMap<String, String>,
+    /// This gateway's labels, when Gateways are selected by them
+    /// (`CompileOptions::workload_labels`).
+    workload_labels: Option<BTreeMap<String, String>>,
 }
 
 /// Load the config, bind every listener and the admin port, and start serving.
@@ -273,10 +274,11 @@ impl ConfigTask {
         &self,
         raw: &RawSet,
         credentials: &dyn Credentials,
-        selector: BTreeMap<String, String>,
+        workload_labels: Option<BTreeMap<String, String>>,
     ) -> Result<Snapshot, Vec<ConfigError>> {
         let opts = CompileOptions {
-            selector,
+            selector: self.boot.selector.clone(),
+            workload_labels,
             mesh_port: self.boot.mesh_port,
             registry: &self.registry,
             credentials,
@@ -322,7 +324,7 @@ impl ConfigTask {
             raw,
             certs,
             credentials,
-            selector: self.boot.selector.clone(),
+            workload_labels: None,
         })
     }
 
@@ -335,7 +337,7 @@ impl ConfigTask {
                 let input = k.read()?;
                 Ok(Loaded {
                     certs: input.credentials.fingerprint(),
-                    selector: input.selector.unwrap_or_else(|| self.boot.selector.clone()),
+                    workload_labels: input.workload_labels,
                     credentials: Box::new(input.credentials),
                     raw: input.raw,
                 })
@@ -353,7 +355,11 @@ impl ConfigTask {
             return Ok(None);
         }
         let snap = self
-            .compile(&input.0, loaded.credentials.as_ref(), loaded.selector)
+            .compile(
+                &input.0,
+                loaded.credentials.as_ref(),
+                loaded.workload_labels,
+            )
             .map_err(|e| self.rejected(e))?;
         // Bind new ports before publishing, so a port we cannot open rejects the reload.
         let mut fresh = Vec::new();

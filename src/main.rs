@@ -199,6 +199,7 @@ fn compile_offline(
     let registry = meshgate::upstream::Registry::default();
     let credentials = meshgate::tls::server::CertsDir(cli.certs_dir.clone());
     let opts = CompileOptions {
+        workload_labels: None,
         selector: selector(cli),
         mesh_port: cli.mesh_port,
         registry: &registry,

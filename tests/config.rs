@@ -18,6 +18,7 @@ fn compile(
     let registry = Registry::default();
     let credentials = meshgate::tls::server::CertsDir("certs".into());
     let opts = CompileOptions {
+        workload_labels: None,
         selector: Default::default(),
         mesh_port,
         registry: &registry,
@@ -497,4 +498,48 @@ fn binary_log_level_changes_at_run_time_through_admin() {
         found,
         "no DEBUG line after POST /logging?level=debug: {seen:?}"
     );
+}
+
+#[test]
+fn gateways_are_selected_by_the_workload_labels_as_istio_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = |name: &str, selector: &str, port: u16| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: {name}}}\nspec:\n  selector: {selector}\n  servers:\n  - port: {{number: {port}, name: http, protocol: HTTP}}\n    hosts: ['*']\n---\n"
+        )
+    };
+    std::fs::write(
+        dir.path().join("gw.yaml"),
+        format!(
+            "{}{}{}",
+            gw("a", "{istio: ingressgateway}", 8001),
+            gw("b", "{istio: egressgateway}", 8002),
+            gw("c", "{}", 8003),
+        ),
+    )
+    .unwrap();
+    let raw = config::source::file::load(&[dir.path().to_owned()]).unwrap();
+    let registry = Registry::default();
+    let credentials = meshgate::tls::server::CertsDir("certs".into());
+    let ports = |labels: Option<&[(&str, &str)]>| {
+        let opts = CompileOptions {
+            workload_labels: labels.map(|l| {
+                l.iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect()
+            }),
+            selector: Default::default(),
+            mesh_port: None,
+            registry: &registry,
+            credentials: &credentials,
+        };
+        let snap = config::compile(&raw, &opts).unwrap();
+        snap.listeners.iter().map(|l| l.port).collect::<Vec<_>>()
+    };
+    // The pod's labels contain a's selector and c's empty one; not b's.
+    assert_eq!(
+        ports(Some(&[("istio", "ingressgateway"), ("app", "gw")])),
+        [8001, 8003]
+    );
+    assert_eq!(ports(None), [8001, 8002, 8003]);
 }

@@ -67,6 +67,7 @@ fn compile(raw: &RawSet, certs: &Path) -> Snapshot {
     let registry = Registry::default();
     let credentials = CertsDir(certs.to_owned());
     let opts = CompileOptions {
+        workload_labels: None,
         selector: Default::default(),
         mesh_port: None,
         registry: &registry,

@@ -92,6 +92,7 @@ fn snapshot(yaml: &str) -> Snapshot {
     let registry = Registry::default();
     let credentials = CertsDir(PathBuf::from("certs"));
     let opts = CompileOptions {
+        workload_labels: None,
         selector: BTreeMap::new(),
         mesh_port: None,
         registry: &registry,
@@ -423,6 +424,7 @@ fn mesh_default_route_of_a_service_entry() {
     let registry = Registry::default();
     let credentials = CertsDir(PathBuf::from("certs"));
     let opts = CompileOptions {
+        workload_labels: None,
         selector: BTreeMap::new(),
         mesh_port: Some(15001),
         registry: &registry,

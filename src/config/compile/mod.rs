@@ -43,6 +43,9 @@ const MESH: &str = "mesh";
 pub struct CompileOptions<'a> {
     /// Serve only Gateways whose `selector` contains all these labels (`--selector`).
     pub selector: BTreeMap<String, String>,
+    /// This gateway's own labels (the pod's, in Kubernetes mode): serve only Gateways whose
+    /// `selector` they contain, Istio's rule. `None`: no such filter.
+    pub workload_labels: Option<BTreeMap<String, String>>,
     /// Serve mesh-bound VirtualServices on this port (`--mesh-port`).
     pub mesh_port: Option<u16>,
     /// Upstream pools, shared across compiles.
@@ -130,7 +133,13 @@ pub fn compile(raw: &RawSet, opts: &CompileOptions<'_>) -> Result<Snapshot, Comp
         let selected = opts
             .selector
             .iter()
-            .all(|(k, v)| gw.spec.selector.get(k) == Some(v));
+            .all(|(k, v)| gw.spec.selector.get(k) == Some(v))
+            && opts.workload_labels.as_ref().is_none_or(|labels| {
+                gw.spec
+                    .selector
+                    .iter()
+                    .all(|(k, v)| labels.get(k) == Some(v))
+            });
         if !selected {
             tracing::debug!(gateway = %gw.key(), "gateway not selected by --selector");
             continue;

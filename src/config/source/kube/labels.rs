@@ -3,22 +3,16 @@
 //! the downward API file (`--pod-labels-file`, one `key="value"` per line, the value quoted
 //! like Go's `strconv.Quote`).
 //!
-//! The compiler only knows `--selector` (Gateways whose selector contains given labels), which
-//! is the opposite inclusion. So the selected Gateways are marked with `SELECTED_LABEL` in
-//! their `selector`, and the compile is asked to serve exactly those. Every Gateway stays in
-//! the `RawSet`, so VirtualServices bound to one that is not selected are still valid.
+//! The labels are handed to the compiler (`CompileOptions::workload_labels`), which serves
+//! the Gateways they select; every Gateway stays in the `RawSet`, so VirtualServices bound to
+//! one that is not selected are still valid.
 //!
-//! Depends on: std, `config::raw`, `super::error`.
+//! Depends on: std, `super::error`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::error::SourceError;
-use crate::config::raw::RawSet;
-
-/// Marker added to the selector of Gateways that this pod's labels select. A `/` followed
-/// by `!` can never be part of a real Kubernetes label key, so no user Gateway carries it.
-const SELECTED_LABEL: &str = "meshgate.io/!selected-by-pod-labels";
 
 /// This pod's labels from the downward API file at `path`; `None` when it does not exist.
 pub(crate) fn read(path: &Path) -> Result<Option<BTreeMap<String, String>>, SourceError> {
@@ -89,27 +83,6 @@ fn unquote(s: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// Mark the Gateways of `raw` that `pod_labels` select, and return the `--selector` that
-/// makes the compiler serve exactly those.
-pub(crate) fn select_gateways(
-    raw: &mut RawSet,
-    pod_labels: &BTreeMap<String, String>,
-) -> BTreeMap<String, String> {
-    for gw in &mut raw.gateways {
-        let selected = gw
-            .spec
-            .selector
-            .iter()
-            .all(|(k, v)| pod_labels.get(k) == Some(v));
-        if selected {
-            gw.spec
-                .selector
-                .insert(SELECTED_LABEL.to_owned(), "true".to_owned());
-        }
-    }
-    BTreeMap::from([(SELECTED_LABEL.to_owned(), "true".to_owned())])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,29 +116,5 @@ mod tests {
         std::fs::write(dir.path().join("labels"), "istio=\"ingressgateway\"\n").unwrap();
         let l = read(&dir.path().join("labels")).unwrap().unwrap();
         assert_eq!(l["istio"], "ingressgateway");
-    }
-
-    #[test]
-    fn selects_gateways_whose_selector_is_within_the_pod_labels() {
-        let yaml = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: a}\n\
-                    spec: {selector: {istio: ingressgateway}}\n---\n\
-                    apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: b}\n\
-                    spec: {selector: {istio: egressgateway}}\n---\n\
-                    apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: c}\n\
-                    spec: {}\n";
-        let mut raw = crate::config::source::file::parse_str("g.yaml", yaml).unwrap();
-        let pod = BTreeMap::from([
-            ("istio".to_owned(), "ingressgateway".to_owned()),
-            ("app".to_owned(), "gw".to_owned()),
-        ]);
-        let sel = select_gateways(&mut raw, &pod);
-        let picked: Vec<&str> = raw
-            .gateways
-            .iter()
-            .filter(|g| sel.iter().all(|(k, v)| g.spec.selector.get(k) == Some(v)))
-            .map(|g| g.name.as_str())
-            .collect();
-        // An empty selector selects every gateway workload, as in Istio.
-        assert_eq!(picked, ["a", "c"]);
     }
 }

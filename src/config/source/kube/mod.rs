@@ -62,8 +62,8 @@ pub struct KubeInput {
     pub raw: RawSet,
     /// `credentialName` material from Secrets.
     pub credentials: KubeCredentials,
-    /// The `--selector` to compile with when Gateways are selected by this pod's labels.
-    pub selector: Option<BTreeMap<String, String>>,
+    /// This pod's labels, when Gateways are selected by them (no `--selector`).
+    pub workload_labels: Option<BTreeMap<String, String>>,
 }
 
 /// Live reflectors over the cluster; dropping it stops every watch.
@@ -177,14 +177,10 @@ impl KubeSource {
             return Err(errors);
         }
         raw.service_entries.extend(self.service_entries());
-        let selector = self
-            .pod_labels
-            .as_ref()
-            .map(|l| labels::select_gateways(&mut raw, l));
         Ok(KubeInput {
             raw,
             credentials: self.credentials(),
-            selector,
+            workload_labels: self.pod_labels.clone(),
         })
     }
 

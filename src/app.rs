@@ -21,7 +21,7 @@ use crate::admin::{self, AdminState};
 use crate::config::source::kube::{KubeSource, SourceError};
 use crate::config::source::watch::Watcher;
 use crate::config::{
-    self, AccessLog, Bootstrap, CompileOptions, ConfigError, ConfigStore, RawSet, Snapshot, Source,
+    self, Bootstrap, CompileOptions, ConfigError, ConfigStore, RawSet, Snapshot, Source,
 };
 use crate::http::proxy::Proxy;
 use crate::http::server::ServerSettings;
@@ -190,7 +190,7 @@ pub async fn start(boot: Bootstrap) -> Result<Running, StartError> {
         store: store.clone(),
         metrics: metrics.clone(),
         max_replay_body: boot.max_replay_body,
-        access_log: boot.access_log != AccessLog::Off,
+        access_log: boot.access_log,
         forward_client_cert: boot.forward_client_cert,
         mirrors: Default::default(),
         trace_sampling: boot.trace_sampling,

@@ -33,6 +33,25 @@ pub fn set_filter(spec: &str) -> Result<String, String> {
     Ok(text)
 }
 
+/// Prints an event's message and nothing else (no time, level, target or span).
+struct MessageOnly;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for MessageOnly
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
 /// Install the global subscriber. Keep the guard alive for the process lifetime.
 pub fn init(access: AccessLog) -> Option<WorkerGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -54,7 +73,9 @@ pub fn init(access: AccessLog) -> Option<WorkerGuard> {
                     .with_filter(filter_fn(|m| m.target() == ACCESS))
                     .boxed()
             } else {
-                base.with_filter(filter_fn(|m| m.target() == ACCESS))
+                // The line is already in Envoy's format: print it alone.
+                base.event_format(MessageOnly)
+                    .with_filter(filter_fn(|m| m.target() == ACCESS))
                     .boxed()
             };
             (Some(layer), Some(guard))

@@ -543,3 +543,51 @@ fn gateways_are_selected_by_the_workload_labels_as_istio_does() {
     );
     assert_eq!(ports(None), [8001, 8002, 8003]);
 }
+
+#[test]
+fn binary_text_access_log_is_envoys_default_format() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("gw.yaml"),
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  servers:\n  - port: {{number: {port}, name: http, protocol: HTTP}}\n    hosts: ['*']\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\nspec:\n  hosts: [log.test]\n  gateways: [gw]\n  http:\n  - directResponse: {{status: 203, body: {{string: hi}}}}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = meshgate()
+        .arg("--config")
+        .arg(dir.path())
+        .args(["--bind-address", "127.0.0.1", "--admin", &format!("127.0.0.1:{admin}")])
+        .args(["--access-log", "text"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "gateway did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let reply = raw_http(
+        port,
+        "GET /x?y=1 HTTP/1.1\r\nHost: log.test\r\nUser-Agent: curl/8.0\r\nx-request-id: abc-123\r\nConnection: close\r\n\r\n",
+    );
+    assert!(reply.starts_with("HTTP/1.1 203"), "{reply}");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // [START] "GET /x?y=1 HTTP/1.1" 203 - 0 2 <ms> - "<xff>" "curl/8.0" "abc-123" "log.test" "-"
+    let (start, rest) = line.trim_end().split_once("] ").unwrap();
+    assert!(start.starts_with('[') && start.ends_with('Z') && start.len() == 25, "{line}");
+    let want_head = "\"GET /x?y=1 HTTP/1.1\" 203 - 0 2 ";
+    assert!(rest.starts_with(want_head), "{line}");
+    assert!(
+        rest.ends_with(" - \"-\" \"curl/8.0\" \"abc-123\" \"log.test\" \"-\""),
+        "{line}"
+    );
+}

@@ -11,6 +11,7 @@ use std::time::Instant;
 use http::{HeaderValue, Method};
 
 use crate::body::Completion;
+use crate::config::AccessLog;
 use crate::metrics::Metrics;
 use crate::upstream::{Admitted, Cluster, InFlight, PooledConn};
 
@@ -18,7 +19,9 @@ use crate::upstream::{Admitted, Cluster, InFlight, PooledConn};
 pub(crate) struct RequestRecord {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) start: Instant,
-    pub(crate) access_log: bool,
+    pub(crate) access_log: AccessLog,
+    /// What Envoy's default text line needs beyond the rest (text access log only).
+    pub(crate) envoy: Option<Box<EnvoyFields>>,
     pub(crate) client: SocketAddr,
     pub(crate) method: Method,
     pub(crate) authority: String,
@@ -39,6 +42,15 @@ pub(crate) struct RequestRecord {
     pub(crate) in_flight: Option<InFlight>,
     /// Holds the request's slot under the cluster's connectionPool limits until the body ends.
     pub(crate) admitted: Option<Admitted>,
+}
+
+/// Request details only Envoy's default access log line prints.
+pub(crate) struct EnvoyFields {
+    pub(crate) start: std::time::SystemTime,
+    pub(crate) version: http::Version,
+    pub(crate) query: Option<String>,
+    pub(crate) forwarded_for: Option<HeaderValue>,
+    pub(crate) user_agent: Option<HeaderValue>,
 }
 
 /// Request body size: known up front, or counted while streaming.
@@ -115,7 +127,10 @@ impl Completion for RequestRecord {
         m.response_bytes
             .with_label_values(&labels)
             .observe(bytes as f64);
-        if self.access_log {
+        if let (AccessLog::Text, Some(e)) = (self.access_log, &self.envoy) {
+            let line = envoy_line(self, e, flags, req_bytes, bytes, elapsed_ms as u64);
+            tracing::info!(target: "meshgate::access", "{line}");
+        } else if self.access_log == AccessLog::Json {
             tracing::info!(
                 target: "meshgate::access",
                 method = %self.method,
@@ -139,4 +154,88 @@ impl Completion for RequestRecord {
 
 fn itoa(n: u16) -> String {
     n.to_string()
+}
+
+/// Envoy's default access log format:
+/// `[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%"
+/// %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION%
+/// %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%"
+/// "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%"`.
+fn envoy_line(
+    r: &RequestRecord,
+    e: &EnvoyFields,
+    flags: &str,
+    received: u64,
+    sent: u64,
+    duration_ms: u64,
+) -> String {
+    let dash = |v: Option<&HeaderValue>| {
+        v.and_then(|v| v.to_str().ok())
+            .filter(|s| !s.is_empty())
+            .unwrap_or("-")
+            .to_owned()
+    };
+    let path = match &e.query {
+        Some(q) => format!("{}?{q}", r.path),
+        None => r.path.clone(),
+    };
+    let protocol = match e.version {
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        _ => "HTTP/1.1",
+    };
+    format!(
+        "[{}] \"{} {} {}\" {} {} {} {} {} - \"{}\" \"{}\" \"{}\" \"{}\" \"{}\"",
+        rfc3339_millis(e.start),
+        r.method,
+        path,
+        protocol,
+        r.status,
+        flags,
+        received,
+        sent,
+        duration_ms,
+        dash(e.forwarded_for.as_ref()),
+        dash(e.user_agent.as_ref()),
+        dash(Some(&r.request_id)),
+        r.authority,
+        r.upstream.as_deref().unwrap_or("-"),
+    )
+}
+
+/// `2016-04-15T20:17:00.310Z` (UTC, milliseconds), as Envoy prints `%START_TIME%`.
+fn rfc3339_millis(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_format() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_460_751_420_310);
+        assert_eq!(rfc3339_millis(t), "2016-04-15T20:17:00.310Z");
+        let leap = std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339_millis(leap), "2000-02-29T00:00:00.000Z");
+    }
 }

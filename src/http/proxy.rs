@@ -45,8 +45,8 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
     /// Largest body buffered for replay on retry (bytes).
     pub max_replay_body: usize,
-    /// Whether to emit access log events.
-    pub access_log: bool,
+    /// Access log format (off, Envoy's text line, JSON).
+    pub access_log: crate::config::AccessLog,
     /// `x-forwarded-client-cert` handling.
     pub forward_client_cert: headers::ForwardClientCert,
     /// Bound on mirrored copies in flight.
@@ -154,6 +154,15 @@ impl Proxy {
             metrics: self.metrics.clone(),
             start,
             access_log: self.access_log,
+            envoy: (self.access_log == crate::config::AccessLog::Text).then(|| {
+                Box::new(super::log::EnvoyFields {
+                    start: std::time::SystemTime::now(),
+                    version: parts.version,
+                    query: parts.uri.query().map(str::to_owned),
+                    forwarded_for: parts.headers.get("x-forwarded-for").cloned(),
+                    user_agent: parts.headers.get(http::header::USER_AGENT).cloned(),
+                })
+            }),
             client: conn.client,
             method: parts.method.clone(),
             authority,

@@ -559,7 +559,12 @@ fn binary_text_access_log_is_envoys_default_format() {
     let mut child = meshgate()
         .arg("--config")
         .arg(dir.path())
-        .args(["--bind-address", "127.0.0.1", "--admin", &format!("127.0.0.1:{admin}")])
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ])
         .args(["--access-log", "text"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -567,7 +572,10 @@ fn binary_text_access_log_is_envoys_default_format() {
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "gateway did not start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gateway did not start"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let reply = raw_http(
@@ -583,7 +591,10 @@ fn binary_text_access_log_is_envoys_default_format() {
     child.wait().unwrap();
     // [START] "GET /x?y=1 HTTP/1.1" 203 - 0 2 <ms> - "<xff>" "curl/8.0" "abc-123" "log.test" "-"
     let (start, rest) = line.trim_end().split_once("] ").unwrap();
-    assert!(start.starts_with('[') && start.ends_with('Z') && start.len() == 25, "{line}");
+    assert!(
+        start.starts_with('[') && start.ends_with('Z') && start.len() == 25,
+        "{line}"
+    );
     let want_head = "\"GET /x?y=1 HTTP/1.1\" 203 - 0 2 ";
     assert!(rest.starts_with(want_head), "{line}");
     assert!(

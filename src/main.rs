@@ -387,10 +387,10 @@ fn probe_ready(admin: SocketAddr, limit: Duration) -> std::io::Result<u16> {
     };
     let mut conn = TcpStream::connect_timeout(&admin, left()?)?;
     conn.set_write_timeout(Some(left()?))?;
-    write!(
-        conn,
-        "GET /healthz/ready HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
-    )?;
+    // One write: `write!` on a socket would send each formatted piece separately.
+    let request =
+        format!("GET /healthz/ready HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    conn.write_all(request.as_bytes())?;
     // The status line is all we need: "HTTP/1.1 200 OK".
     let mut head = Vec::with_capacity(64);
     let mut buf = [0u8; 64];
@@ -445,10 +445,22 @@ mod tests {
         let addr = l.local_addr().unwrap();
         std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
+            // Read the whole request head first: closing with unread bytes would make the
+            // kernel reset the connection and the client could see that instead of `reply`.
+            let mut req = Vec::new();
             let mut buf = [0u8; 1024];
-            let n = s.read(&mut buf).unwrap();
-            assert!(buf[..n].starts_with(b"GET /healthz/ready HTTP/1.1\r\n"));
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+            }
+            assert!(req.starts_with(b"GET /healthz/ready HTTP/1.1\r\n"));
             s.write_all(reply).unwrap();
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            // Wait for the client to close, so nothing is reset under it.
+            while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
         });
         addr
     }

@@ -13,6 +13,7 @@
 //!   field) into a `Snapshot`, and [`config::ConfigStore`] publishes it atomically (arc-swap).
 //! - Wiring (listeners, admin, shutdown): [`app`]. Admin API: [`admin`]. Metrics: [`metrics`].
 //! - Why a request is routed where it is, or gets a 404, offline: [`explain::explain`].
+//! - `meshgate validate`'s findings with codes (like `istioctl analyze`): [`analyze`].
 //!
 //! # Data flow
 //!
@@ -27,6 +28,7 @@
 //! `route`/`upstream` types and nothing outside `config` sees the raw Istio types.
 
 pub mod admin;
+pub mod analyze;
 pub mod app;
 pub mod body;
 pub mod config;

@@ -210,32 +210,53 @@ fn compile_offline(
 }
 
 fn validate(paths: &[PathBuf], cli: &Cli) -> ExitCode {
+    use meshgate::analyze::{self, Severity};
     let Some((raw, compiled)) = compile_offline(paths, cli) else {
         return ExitCode::FAILURE;
     };
-    match compiled {
-        Ok(snap) => {
-            for w in &snap.warnings {
-                eprintln!("warning: {w}");
-            }
+    let credentials = meshgate::tls::server::CertsDir(cli.certs_dir.clone());
+    let (warnings, errors, snap) = match &compiled {
+        Ok(snap) => (&snap.warnings, &Vec::new(), Some(snap)),
+        Err(f) => (&f.warnings, &f.errors, None),
+    };
+    // Every line has a code: compile problems classified, then the analyzer's own checks.
+    let mut findings: Vec<analyze::Finding> = errors
+        .iter()
+        .map(|e| analyze::classify(e, Severity::Error))
+        .chain(
+            warnings
+                .iter()
+                .map(|w| analyze::classify(w, Severity::Warning)),
+        )
+        .collect();
+    findings.extend(analyze::analyze(
+        &raw,
+        snap,
+        &credentials,
+        std::time::SystemTime::now(),
+    ));
+    findings.sort_by_key(|f| f.severity);
+    for f in &findings {
+        eprintln!("{f}");
+    }
+    let n_errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    let n_warnings = findings.len() - n_errors;
+    match snap {
+        Some(snap) if n_errors == 0 => {
             let [gw, vs, dr, se, we] = raw.counts();
             eprintln!(
                 "valid: {gw} Gateway, {vs} VirtualService, {dr} DestinationRule, {se} ServiceEntry, {we} WorkloadEntry; \
-                 {} listener(s), {} cluster(s), {} warning(s)",
+                 {} listener(s), {} cluster(s), {n_warnings} warning(s)",
                 snap.listeners.len(),
                 snap.clusters.len(),
-                snap.warnings.len()
             );
             ExitCode::SUCCESS
         }
-        Err(f) => {
-            for w in &f.warnings {
-                eprintln!("warning: {w}");
-            }
-            for e in &f.errors {
-                eprintln!("error: {e}");
-            }
-            eprintln!("{} error(s)", f.errors.len());
+        _ => {
+            eprintln!("{n_errors} error(s), {n_warnings} warning(s)");
             ExitCode::FAILURE
         }
     }

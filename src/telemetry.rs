@@ -57,8 +57,10 @@ pub fn init(access: AccessLog) -> Option<WorkerGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let _ = FILTER.set(handle);
+    // Per-layer: the level applies to the logs only, never to the access log.
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_filter(filter)
         .with_filter(filter_fn(|m| m.target() != ACCESS));
     let (access_layer, guard) = match access {
         AccessLog::Off => (None, None),
@@ -82,7 +84,6 @@ pub fn init(access: AccessLog) -> Option<WorkerGuard> {
         }
     };
     let _ = tracing_subscriber::registry()
-        .with(filter)
         .with(logs)
         .with(access_layer)
         .try_init();

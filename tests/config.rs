@@ -556,7 +556,9 @@ fn binary_text_access_log_is_envoys_default_format() {
         ),
     )
     .unwrap();
+    // The log level never silences the access log.
     let mut child = meshgate()
+        .env("RUST_LOG", "error")
         .arg("--config")
         .arg(dir.path())
         .args([
@@ -601,4 +603,126 @@ fn binary_text_access_log_is_envoys_default_format() {
         rest.ends_with(" - \"-\" \"curl/8.0\" \"abc-123\" \"log.test\" \"-\""),
         "{line}"
     );
+}
+
+/// A self-signed certificate for `names`, valid until `until` (year, month, day), written as
+/// `dir/NAME/tls.crt` + `tls.key` (a credentialName).
+fn credential(dir: &Path, name: &str, names: &[&str], until: (i32, u8, u8)) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p =
+        rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+            .unwrap();
+    p.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+    let cert = p.self_signed(&key).unwrap();
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(d.join("tls.key"), key.serialize_pem()).unwrap();
+}
+
+#[test]
+fn validate_reports_analyzer_findings_with_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    credential(&certs, "old", &["old.example"], (2001, 1, 1));
+    credential(&certs, "other", &["other.example"], (4000, 1, 1));
+    let yaml = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: [a.example]
+  - port: {number: 8443, name: https-old, protocol: HTTPS}
+    hosts: [old.example]
+    tls: {mode: SIMPLE, credentialName: old}
+  - port: {number: 8443, name: https-new, protocol: HTTPS}
+    hosts: [new.example]
+    tls: {mode: SIMPLE, credentialName: other}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw2}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: [a.example]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: svc}
+spec:
+  hosts: [svc.example]
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.1}, {address: 127.0.0.2}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs}
+spec:
+  hosts: [a.example]
+  gateways: [gw]
+  http:
+  - match: [{uri: {prefix: /api}}]
+    route:
+    - {destination: {host: svc.example}, weight: 30}
+    - {destination: {host: svc.example}, weight: 30}
+  - match: [{uri: {prefix: /api/v2}}]
+    route:
+    - destination: {host: svc.example}
+";
+    let file = dir.path().join("cfg.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = meshgate()
+        .arg("validate")
+        .arg(&file)
+        .arg("--certs-dir")
+        .arg(&certs)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "error[MG0202] ",
+        "Gateway default/gw: servers[1].tls: certificate expired on",
+        "warning[MG0104] ",
+        "http[0].route: destination weights sum to 60, not 100",
+        "warning[MG0105] ",
+        "http[1]: rule can never match on host a.example port 8080: default/vs http[0]",
+        "warning[MG0106] ",
+        "Gateway default/gw2: servers[0].hosts[0]: host a.example on port 8080 is also served by Gateway default/gw",
+        "warning[MG0203] ",
+        "servers[2].hosts[0]: certificate does not cover new.example (it names other.example)",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an expired certificate fails validation"
+    );
+    // A missing credential, and the codes on compile errors.
+    let broken = yaml
+        .replace("credentialName: other", "credentialName: nowhere")
+        .replace("gateways: [gw]", "gateways: [gw, ghost]");
+    std::fs::write(&file, broken).unwrap();
+    let out = meshgate()
+        .arg("validate")
+        .arg(&file)
+        .arg("--certs-dir")
+        .arg(&certs)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error[MG0101] ") && stderr.contains("unknown gateway default/ghost"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error[MG0201] ") && stderr.contains("servers[2].tls.credentialName"),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1));
 }

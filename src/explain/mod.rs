@@ -15,7 +15,7 @@ mod describe;
 mod display;
 mod model;
 mod request;
-mod shadow;
+pub(crate) mod shadow;
 
 use crate::config::{ListenerKind, PortProtocol, Snapshot, TlsMode, TlsPort};
 use crate::route::{

@@ -13,7 +13,7 @@ use crate::route::{HeaderMatch, MatchBlock, StrMatch};
 /// For each rule (given by its match blocks, in virtual-host order, on listener `port`) that
 /// can never match: its position and the positions of the earlier rules that take its
 /// requests.
-pub(super) fn shadowed(rules: &[&[MatchBlock]], port: u16) -> Vec<(usize, Vec<usize>)> {
+pub(crate) fn shadowed(rules: &[&[MatchBlock]], port: u16) -> Vec<(usize, Vec<usize>)> {
     let any = MatchBlock::default();
     let mut out = Vec::new();
     for (j, later) in rules.iter().enumerate() {

@@ -22,7 +22,21 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those `Connection` names.
 /// `te: trailers` survives: gRPC needs it end to end.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if h.contains_key(&CONNECTION) {
+    // Common case first, without allocating: `Connection` names only standard tokens.
+    let standard_only = h.get_all(&CONNECTION).iter().all(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',').all(|t| {
+                let t = t.trim();
+                t.eq_ignore_ascii_case("keep-alive")
+                    || t.eq_ignore_ascii_case("close")
+                    || t.eq_ignore_ascii_case("upgrade")
+                    || t.is_empty()
+            })
+        })
+    });
+    if standard_only {
+        h.remove(&CONNECTION);
+    } else if h.contains_key(&CONNECTION) {
         let named: Vec<HeaderName> = h
             .get_all(&CONNECTION)
             .iter()
@@ -70,12 +84,19 @@ pub fn upgrade_request(h: &HeaderMap, version: http::Version) -> Option<HeaderVa
 
 /// Append the client address to `x-forwarded-for` and set `x-forwarded-proto`.
 pub fn set_forwarded(h: &mut HeaderMap, client: IpAddr, scheme: &'static str) {
-    let ip = client.to_string();
-    let value = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    use std::fmt::Write as _;
+    // One allocation: the previous value (if any) and the address written into one buffer.
+    let mut value = String::with_capacity(64);
+    if let Some(prev) = h
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| !p.is_empty())
+    {
+        value.push_str(prev);
+        value.push_str(", ");
+    }
+    let _ = write!(value, "{client}");
+    if let Ok(v) = HeaderValue::try_from(value) {
         h.insert(&X_FORWARDED_FOR, v);
     }
     h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));

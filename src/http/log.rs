@@ -152,8 +152,25 @@ impl Completion for RequestRecord {
     }
 }
 
-fn itoa(n: u16) -> String {
-    n.to_string()
+/// The status as a metric label without allocating for the common codes.
+fn itoa(n: u16) -> std::borrow::Cow<'static, str> {
+    match n {
+        200 => "200".into(),
+        201 => "201".into(),
+        204 => "204".into(),
+        301 => "301".into(),
+        302 => "302".into(),
+        304 => "304".into(),
+        400 => "400".into(),
+        401 => "401".into(),
+        403 => "403".into(),
+        404 => "404".into(),
+        500 => "500".into(),
+        502 => "502".into(),
+        503 => "503".into(),
+        504 => "504".into(),
+        other => other.to_string().into(),
+    }
 }
 
 /// Envoy's default access log format:

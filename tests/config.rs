@@ -354,43 +354,73 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[test]
-fn binary_serves_and_writes_json_access_log_to_stdout() {
-    use std::io::{BufRead, BufReader, Read, Write};
+/// The real binary serving a Gateway on a free port and a VirtualService for `log.test`
+/// whose one rule is `rule`, with `args` and `env` added; returns once both the port and the
+/// admin port accept connections.
+struct Served {
+    child: std::process::Child,
+    port: u16,
+    admin: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn serve_binary(
+    rule: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+    stdout: std::process::Stdio,
+    stderr: std::process::Stdio,
+) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
     std::fs::write(
         dir.path().join("gw.yaml"),
         format!(
-            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  servers:\n  - port: {{number: {port}, name: http, protocol: HTTP}}\n    hosts: ['*']\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\nspec:\n  hosts: [log.test]\n  gateways: [gw]\n  http:\n  - name: hello\n    directResponse: {{status: 203, body: {{string: hi}}}}\n"
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  servers:\n  - port: {{number: {port}, name: http, protocol: HTTP}}\n    hosts: ['*']\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\nspec:\n  hosts: [log.test]\n  gateways: [gw]\n  http:\n{rule}"
         ),
     )
     .unwrap();
-    let mut child = meshgate()
+    let mut cmd = meshgate();
+    cmd.envs(env.iter().copied())
         .arg("--config")
         .arg(dir.path())
-        .args([
-            "--bind-address",
-            "127.0.0.1",
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-            "--access-log",
-            "json",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        .args(["--bind-address", "127.0.0.1", "--admin"])
+        .arg(format!("127.0.0.1:{admin}"))
+        .args(args)
+        .stdout(stdout)
+        .stderr(stderr);
+    let child = cmd.spawn().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut stream = loop {
-        match std::net::TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => break s,
-            Err(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20))
-            }
-            Err(e) => panic!("gateway did not start: {e}"),
+    for p in [port, admin] {
+        while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "meshgate did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-    };
+    }
+    Served {
+        child,
+        port,
+        admin,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn binary_serves_and_writes_json_access_log_to_stdout() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let Served {
+        mut child, port, ..
+    } = serve_binary(
+        "  - name: hello\n    directResponse: {status: 203, body: {string: hi}}\n",
+        &[],
+        &["--access-log", "json"],
+        std::process::Stdio::piped(),
+        std::process::Stdio::null(),
+    );
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .unwrap();
@@ -432,34 +462,18 @@ fn raw_http(port: u16, request: &str) -> String {
 #[test]
 fn binary_log_level_changes_at_run_time_through_admin() {
     use std::io::{BufRead, BufReader};
-    let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
-    std::fs::write(
-        dir.path().join("gw.yaml"),
-        format!(
-            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  servers:\n  - port: {{number: {port}, name: http, protocol: HTTP}}\n    hosts: ['*']\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\nspec:\n  hosts: [log.test]\n  gateways: [gw]\n  http:\n  - directResponse: {{status: 200}}\n"
-        ),
-    )
-    .unwrap();
-    let mut child = meshgate()
-        .env("RUST_LOG", "warn")
-        .arg("--config")
-        .arg(dir.path())
-        .args([
-            "--bind-address",
-            "127.0.0.1",
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "admin did not start");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let Served {
+        mut child,
+        port,
+        admin,
+        ..
+    } = serve_binary(
+        "  - directResponse: {status: 200}\n",
+        &[("RUST_LOG", "warn")],
+        &[],
+        std::process::Stdio::null(),
+        std::process::Stdio::piped(),
+    );
     let bad = raw_http(
         admin,
         "POST /logging?level=nonsense%3D%3D HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
@@ -547,39 +561,16 @@ fn gateways_are_selected_by_the_workload_labels_as_istio_does() {
 #[test]
 fn binary_text_access_log_is_envoys_default_format() {
     use std::io::{BufRead, BufReader};
-    let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
-    std::fs::write(
-        dir.path().join("gw.yaml"),
-        format!(
-            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  servers:\n  - port: {{number: {port}, name: http, protocol: HTTP}}\n    hosts: ['*']\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\nspec:\n  hosts: [log.test]\n  gateways: [gw]\n  http:\n  - directResponse: {{status: 203, body: {{string: hi}}}}\n"
-        ),
-    )
-    .unwrap();
     // The log level never silences the access log.
-    let mut child = meshgate()
-        .env("RUST_LOG", "error")
-        .arg("--config")
-        .arg(dir.path())
-        .args([
-            "--bind-address",
-            "127.0.0.1",
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .args(["--access-log", "text"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "gateway did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let Served {
+        mut child, port, ..
+    } = serve_binary(
+        "  - directResponse: {status: 203, body: {string: hi}}\n",
+        &[("RUST_LOG", "error")],
+        &["--access-log", "text"],
+        std::process::Stdio::piped(),
+        std::process::Stdio::null(),
+    );
     let reply = raw_http(
         port,
         "GET /x?y=1 HTTP/1.1\r\nHost: log.test\r\nUser-Agent: curl/8.0\r\nx-request-id: abc-123\r\nConnection: close\r\n\r\n",

@@ -16,6 +16,10 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `x-forwarded-client-cert`.
 pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
+static X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
+static X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -166,23 +170,37 @@ pub fn forward_client_cert(
 /// `sampling` percent of requests (Istio's default is 1). A request that arrives with
 /// `traceparent`, `b3` or `x-b3-traceid` keeps its context untouched, `tracestate` included.
 pub fn ensure_trace_context(h: &mut HeaderMap, sampling: f64) {
-    if h.contains_key("traceparent") || h.contains_key("b3") || h.contains_key("x-b3-traceid") {
+    if h.contains_key(&TRACEPARENT) || h.contains_key("b3") || h.contains_key(&X_B3_TRACEID) {
         return;
     }
-    let trace = format!("{:032x}", fastrand::u128(1..));
-    let span = format!("{:016x}", fastrand::u64(1..));
+    // `00-<32 hex trace id>-<16 hex span id>-<flags>`, built on the stack; the B3 ids are
+    // slices of it.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut tp = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    let (trace, span) = (fastrand::u128(1..), fastrand::u64(1..));
+    for i in 0..32 {
+        tp[3 + i] = HEX[((trace >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    for i in 0..16 {
+        tp[36 + i] = HEX[((span >> (60 - 4 * i)) & 0xf) as usize];
+    }
     let sampled = crate::route::roll(sampling);
-    let parent = format!("00-{trace}-{span}-{}", if sampled { "01" } else { "00" });
+    if sampled {
+        tp[54] = b'1';
+    }
     for (name, value) in [
-        ("traceparent", parent.as_str()),
-        ("x-b3-traceid", trace.as_str()),
-        ("x-b3-spanid", span.as_str()),
-        ("x-b3-sampled", if sampled { "1" } else { "0" }),
+        (&TRACEPARENT, &tp[..]),
+        (&X_B3_TRACEID, &tp[3..35]),
+        (&X_B3_SPANID, &tp[36..52]),
     ] {
-        if let Ok(v) = HeaderValue::from_str(value) {
+        if let Ok(v) = HeaderValue::from_bytes(value) {
             h.insert(name, v);
         }
     }
+    h.insert(
+        &X_B3_SAMPLED,
+        HeaderValue::from_static(if sampled { "1" } else { "0" }),
+    );
 }
 
 /// The request's `x-request-id`, generating a UUIDv4 one when absent or unusable.

@@ -28,7 +28,12 @@ if [ -z "$bin" ]; then
 fi
 [ -x "$bin" ] || { echo "no executable at $bin" >&2; exit 1; }
 
-work=$(mktemp -d /tmp/meshgate-oci.XXXXXX)
+# All scratch space, buildah's own temporary files included (it defaults to /var/tmp, which
+# is small on some machines), lives under target/, beside the build that already fits there.
+mkdir -p target
+work=$(mktemp -d "$PWD/target/oci-smoke.XXXXXX")
+mkdir -p "$work/tmp"
+export TMPDIR="$work/tmp"
 export BUILDAH_ISOLATION=chroot
 bah=(buildah --storage-driver vfs --root "$work/storage" --runroot "$work/run")
 pid=
@@ -50,8 +55,11 @@ ports=$(last EXPOSE)
 
 # The root filesystem: the binary, its shared libraries (as ldd resolves them), the config
 # and certificate directories, and a passwd entry for the user.
+# The binary is stripped of debug info, as an image should ship it: a debug test build is
+# ~300 MB and the vfs storage driver copies each layer several times.
 rootfs="$work/rootfs"
 install -D -m 0755 "$bin" "$rootfs/usr/local/bin/meshgate"
+if command -v strip >/dev/null; then strip --strip-debug "$rootfs/usr/local/bin/meshgate"; fi
 for lib in $(ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
   install -D -m 0755 "$(readlink -f "$lib")" "$rootfs$lib"
 done

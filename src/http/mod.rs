@@ -3,6 +3,7 @@
 //!
 //! Depends on: `config`, `route`, `upstream`, `error`, `body`, `metrics`, `shutdown`.
 
+pub mod framing;
 pub mod headers;
 mod log;
 pub mod mirror;

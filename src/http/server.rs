@@ -59,6 +59,8 @@ pub async fn serve<I>(
         .max_concurrent_streams(1024)
         // RFC 8441: WebSocket over HTTP/2.
         .enable_connect_protocol();
+    // Every connection's request bytes pass the framing guard (it steps aside for h2).
+    let io = super::framing::Guarded::new(io);
     let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(served);
     tokio::select! {

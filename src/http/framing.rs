@@ -1,0 +1,564 @@
+//! A byte-level HTTP/1.1 framing guard between the socket and hyper. hyper normalises some
+//! ambiguous framing before the application sees a request (it drops `Content-Length` when
+//! `Transfer-Encoding` is present, merges repeated identical `Content-Length` lines) and
+//! accepts bare LF inside chunk trailers; RFC 9112 lets a server do that, but a gateway that
+//! forwards such a request disagrees with some upstream about where it ends (request
+//! smuggling). The guard watches the request bytes as hyper reads them and refuses these.
+//!
+//! A violation found while the offending request's head is still in the bytes being handed
+//! to hyper is turned into a head hyper itself refuses (its terminating LF becomes NUL), so
+//! hyper answers 400 and closes without the request ever being routed; this covers the
+//! whole request, body included, when it arrives in one read. A violation found after the
+//! head was released (a body that arrives later) fails the read: hyper ends the body with
+//! an error, the upstream exchange is aborted, and the client gets 400 and a close.
+//!
+//! The guard stops watching (and only passes bytes through) for HTTP/2 prior knowledge, and
+//! after a request that may switch protocols (`Upgrade`, `CONNECT`), whose later bytes are
+//! not HTTP/1.
+//!
+//! Depends on: tokio.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Largest request head the guard follows; hyper refuses longer ones itself (431).
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Where the scanner is in the request byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading request head lines.
+    Head,
+    /// A `Content-Length` body with this many bytes left.
+    Fixed(u64),
+    /// Chunk size digits (value so far, digits seen).
+    Size(u64, u8),
+    /// Whitespace after the chunk size.
+    SizeLws(u64),
+    /// A chunk extension, up to its CR.
+    Ext(u64),
+    /// The LF ending a chunk-size line.
+    SizeLf(u64),
+    /// Chunk data, this many bytes left.
+    Data(u64),
+    /// The CR after chunk data.
+    DataCr,
+    /// The LF after chunk data.
+    DataLf,
+    /// At the start of a trailer line (or of the final empty line).
+    TrailerStart,
+    /// Inside a trailer field line.
+    Trailer,
+    /// The LF ending a trailer line.
+    TrailerLf,
+    /// The LF of the final empty line.
+    EndLf,
+    /// Not HTTP/1 framing any more (h2 prior knowledge, upgrade), or already refused.
+    Off,
+}
+
+/// What the head of the current request said about framing.
+#[derive(Debug, Default, Clone, Copy)]
+struct Head {
+    /// The request line has been seen.
+    started: bool,
+    /// Number of `Content-Length` field lines.
+    cl_lines: u32,
+    /// The `Content-Length` value, when it is a single well-formed number.
+    cl: Option<u64>,
+    /// A `Content-Length` value that is not one plain decimal number.
+    cl_malformed: bool,
+    /// A `Transfer-Encoding` field was present.
+    te: bool,
+    /// The last transfer coding named is `chunked`.
+    te_final_chunked: bool,
+    /// The request may switch protocols after its head.
+    switches: bool,
+}
+
+/// The framing scanner of one downstream HTTP/1 connection.
+#[derive(Debug)]
+pub struct Framing {
+    state: State,
+    head: Head,
+    /// A head line split across reads.
+    carry: Vec<u8>,
+}
+
+impl Default for Framing {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A framing violation: what was wrong.
+pub type Violation = &'static str;
+
+impl Framing {
+    /// A scanner at the start of a connection.
+    pub fn new() -> Self {
+        Self {
+            state: State::Head,
+            head: Head::default(),
+            carry: Vec::new(),
+        }
+    }
+
+    /// Whether the scanner still follows the stream.
+    pub fn active(&self) -> bool {
+        self.state != State::Off
+    }
+
+    /// Scan bytes just read, in order, before hyper sees them. On a violation whose request
+    /// head ends inside `buf`, that head is made invalid in place and `Ok(true)` is returned
+    /// (hyper refuses it); on one whose head was released by an earlier read, `Err`.
+    pub fn scan(&mut self, buf: &mut [u8]) -> Result<bool, Violation> {
+        // Where the current request's head ended inside `buf`, if it did.
+        let mut head_end: Option<usize> = None;
+        let mut i = 0;
+        while i < buf.len() {
+            let step = match self.state {
+                State::Off => return Ok(false),
+                State::Head => self.head_bytes(buf, i, &mut head_end),
+                State::Fixed(left) => {
+                    let take = usize::try_from(left)
+                        .unwrap_or(usize::MAX)
+                        .min(buf.len() - i);
+                    let left = left - take as u64;
+                    self.state = if left == 0 {
+                        self.next_request(&mut head_end)
+                    } else {
+                        State::Fixed(left)
+                    };
+                    Ok(i + take)
+                }
+                State::Data(left) => {
+                    let take = usize::try_from(left)
+                        .unwrap_or(usize::MAX)
+                        .min(buf.len() - i);
+                    let left = left - take as u64;
+                    self.state = if left == 0 {
+                        State::DataCr
+                    } else {
+                        State::Data(left)
+                    };
+                    Ok(i + take)
+                }
+                _ => self.chunk_byte(buf[i], &mut head_end).map(|()| i + 1),
+            };
+            match step {
+                Ok(next) => i = next,
+                Err(v) => {
+                    self.state = State::Off;
+                    return match head_end {
+                        Some(at) => {
+                            buf[at] = 0;
+                            tracing::debug!(violation = v, "ambiguous framing: head refused");
+                            Ok(true)
+                        }
+                        None => Err(v),
+                    };
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Consume head bytes from `buf[i..]`; returns where scanning continues.
+    fn head_bytes(
+        &mut self,
+        buf: &[u8],
+        i: usize,
+        head_end: &mut Option<usize>,
+    ) -> Result<usize, Violation> {
+        let Some(nl) = buf[i..].iter().position(|&b| b == b'\n') else {
+            if self.carry.len() + (buf.len() - i) > MAX_HEAD {
+                // hyper answers 431; nothing to follow any more.
+                self.state = State::Off;
+            } else {
+                self.carry.extend_from_slice(&buf[i..]);
+            }
+            return Ok(buf.len());
+        };
+        let end = i + nl;
+        let mut carry = std::mem::take(&mut self.carry);
+        let line: &[u8] = if carry.is_empty() {
+            &buf[i..end]
+        } else {
+            carry.extend_from_slice(&buf[i..end]);
+            &carry
+        };
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let done = self.head_line(line);
+        carry.clear();
+        self.carry = carry;
+        if done {
+            *head_end = Some(end);
+            self.end_of_head(head_end)?;
+        }
+        Ok(end + 1)
+    }
+
+    /// Note one head line; true at the empty line ending the head.
+    fn head_line(&mut self, line: &[u8]) -> bool {
+        if !self.head.started {
+            // Empty lines before the request line are tolerated (RFC 9112 §2.2).
+            if line.is_empty() {
+                return false;
+            }
+            self.head.started = true;
+            if line == b"PRI * HTTP/2.0" {
+                // HTTP/2 prior knowledge: hyper serves it, nothing HTTP/1 follows.
+                self.state = State::Off;
+            } else if line.starts_with(b"CONNECT ") {
+                self.head.switches = true;
+            }
+            return false;
+        }
+        if line.is_empty() {
+            return true;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return false;
+        };
+        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
+        if name.eq_ignore_ascii_case(b"content-length") {
+            self.head.cl_lines += 1;
+            match parse_decimal(value) {
+                Some(n) => self.head.cl = Some(n),
+                None => self.head.cl_malformed = true,
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.head.te = true;
+            if let Some(last) = value.rsplit(|&b| b == b',').next() {
+                self.head.te_final_chunked = trim(last).eq_ignore_ascii_case(b"chunked");
+            }
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            self.head.switches = true;
+        }
+        false
+    }
+
+    /// The head is complete: refuse ambiguous framing, then follow the body.
+    fn end_of_head(&mut self, head_end: &mut Option<usize>) -> Result<(), Violation> {
+        if self.state == State::Off {
+            return Ok(());
+        }
+        let h = self.head;
+        if h.te && h.cl_lines > 0 {
+            return Err("content-length with transfer-encoding");
+        }
+        if h.cl_lines > 1 {
+            return Err("several content-length fields");
+        }
+        if h.cl_malformed {
+            return Err("malformed content-length");
+        }
+        if h.te && !h.te_final_chunked {
+            return Err("transfer-encoding not ending in chunked");
+        }
+        self.state = if h.switches {
+            State::Off
+        } else if h.te {
+            State::Size(0, 0)
+        } else {
+            match h.cl {
+                Some(n) if n > 0 => State::Fixed(n),
+                _ => self.next_request(head_end),
+            }
+        };
+        Ok(())
+    }
+
+    /// The current request ended: the next one starts with a fresh head.
+    fn next_request(&mut self, head_end: &mut Option<usize>) -> State {
+        self.head = Head::default();
+        *head_end = None;
+        State::Head
+    }
+
+    /// One byte of chunked framing.
+    fn chunk_byte(&mut self, b: u8, head_end: &mut Option<usize>) -> Result<(), Violation> {
+        self.state = match (self.state, b) {
+            (State::Size(n, d), b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F') => {
+                if d >= 16 {
+                    return Err("chunk size overflows");
+                }
+                let digit = match b {
+                    b'0'..=b'9' => b - b'0',
+                    b'a'..=b'f' => b - b'a' + 10,
+                    _ => b - b'A' + 10,
+                };
+                State::Size((n << 4) | u64::from(digit), d + 1)
+            }
+            (State::Size(_, 0), _) => return Err("chunk size is not hex"),
+            (State::Size(n, _) | State::SizeLws(n), b' ' | b'\t') => State::SizeLws(n),
+            (State::Size(n, _) | State::SizeLws(n) | State::Ext(n), b'\r') => State::SizeLf(n),
+            (State::Size(n, _) | State::SizeLws(n), b';') => State::Ext(n),
+            (State::Size(..) | State::SizeLws(_), _) => return Err("chunk size is not hex"),
+            (State::Ext(_), b'\n') => return Err("bare LF in a chunk-size line"),
+            (State::Ext(n), _) => State::Ext(n),
+            (State::SizeLf(0), b'\n') => State::TrailerStart,
+            (State::SizeLf(n), b'\n') => State::Data(n),
+            (State::SizeLf(_), _) => return Err("bare CR in a chunk-size line"),
+            (State::DataCr, b'\r') => State::DataLf,
+            (State::DataLf, b'\n') => State::Size(0, 0),
+            (State::DataCr | State::DataLf, _) => {
+                return Err("chunk data does not end where its size says")
+            }
+            (State::TrailerStart, b'\r') => State::EndLf,
+            (State::TrailerStart | State::Trailer, b'\n') => {
+                return Err("bare LF in the trailer section")
+            }
+            (State::Trailer, b'\r') => State::TrailerLf,
+            (State::TrailerStart | State::Trailer, _) => State::Trailer,
+            (State::TrailerLf, b'\n') => State::TrailerStart,
+            (State::EndLf, b'\n') => self.next_request(head_end),
+            (State::TrailerLf | State::EndLf, _) => return Err("bare CR in the trailer section"),
+            (State::Head | State::Fixed(_) | State::Data(_) | State::Off, _) => self.state,
+        };
+        Ok(())
+    }
+}
+
+/// `s` without leading and trailing spaces and tabs.
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// One plain decimal number (no sign, no list), as `Content-Length` must be.
+fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// A downstream connection with its request bytes watched by [`Framing`].
+#[derive(Debug)]
+pub struct Guarded<I> {
+    io: I,
+    framing: Framing,
+}
+
+impl<I> Guarded<I> {
+    /// Watch the HTTP/1 requests read from `io`.
+    pub fn new(io: I) -> Self {
+        Self {
+            io,
+            framing: Framing::new(),
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
+        if self.framing.active() {
+            match self.framing.scan(&mut buf.filled_mut()[before..]) {
+                Ok(false) => {}
+                // After a partial read hyper only parses again once it sees a blank line
+                // (a fast completeness check), and the refused head's own blank line was
+                // just broken: give it one so it parses, fails and answers 400 at once. The
+                // connection is closed after that answer; these bytes are never forwarded.
+                Ok(true) => {
+                    if buf.remaining() >= 4 {
+                        buf.put_slice(b"\r\n\r\n");
+                    }
+                }
+                Err(v) => {
+                    tracing::debug!(violation = v, "ambiguous framing in a request body");
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, v)));
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scan `input` split at every position in `cuts`; the outcome and the bytes handed on.
+    fn run(input: &[u8], cuts: &[usize]) -> (Result<(), Violation>, Vec<u8>) {
+        let mut f = Framing::new();
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+            let mut part = input[at..cut].to_vec();
+            let r = f.scan(&mut part);
+            out.extend_from_slice(&part);
+            if let Err(v) = r {
+                return (Err(v), out);
+            }
+            at = cut;
+        }
+        (Ok(()), out)
+    }
+
+    fn poisoned(out: &[u8]) -> bool {
+        out.contains(&0)
+    }
+
+    const POST: &[u8] = b"POST / HTTP/1.1\r\nHost: a\r\n";
+
+    fn req(headers: &str, body: &[u8]) -> Vec<u8> {
+        let mut v = POST.to_vec();
+        v.extend_from_slice(headers.as_bytes());
+        v.extend_from_slice(b"\r\n");
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn clean_requests_pass_untouched_at_any_split() {
+        let mut input = req("Content-Length: 5\r\n", b"hello");
+        input.extend(req(
+            "Transfer-Encoding: chunked\r\n",
+            b"5;x=y\r\nhello\r\n0\r\nX-T: 1\r\n\r\n",
+        ));
+        input.extend_from_slice(b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        for cut in 0..input.len() {
+            let (r, out) = run(&input, &[cut]);
+            assert_eq!(r, Ok(()), "cut at {cut}");
+            assert_eq!(out, input, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn ambiguous_heads_are_poisoned_at_any_split() {
+        let bad = [
+            req("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", b""),
+            req("Transfer-Encoding: chunked\r\nContent-Length: 0\r\n", b""),
+            req("Content-Length: 5\r\nContent-Length: 5\r\n", b"hello"),
+            req("Content-Length: 5, 5\r\n", b"hello"),
+            req("Content-Length: +5\r\n", b"hello"),
+            req("Transfer-Encoding: chunked, gzip\r\n", b""),
+        ];
+        for input in bad {
+            for cut in 0..input.len() {
+                let (r, out) = run(&input, &[cut]);
+                assert_eq!(r, Ok(()));
+                assert!(
+                    poisoned(&out),
+                    "{:?} cut at {cut}",
+                    String::from_utf8_lossy(&input)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_chunked_bodies_poison_the_head_when_read_with_it() {
+        let bodies: [&[u8]; 8] = [
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5;e=1\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5\r\nhel\r\n0\r\n\r\n",
+            b"0\r\nX-T: 1\n\r\n",
+            b"0\r\nX-T: 1\r\n\n",
+            b"0\r\n\n",
+            b"10000000000000005\r\n",
+        ];
+        for body in bodies {
+            let input = req("Transfer-Encoding: chunked\r\n", body);
+            let (r, out) = run(&input, &[]);
+            assert_eq!(r, Ok(()));
+            assert!(poisoned(&out), "{:?}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn bad_chunked_bodies_fail_the_read_after_the_head_was_released() {
+        let input = req("Transfer-Encoding: chunked\r\n", b"0\r\nX-T: 1\n\r\n");
+        let (r, out) = run(&input, &[POST.len() + 30]);
+        assert!(r.is_err());
+        assert!(!poisoned(&out));
+    }
+
+    #[test]
+    fn pipelined_requests_after_a_body_are_followed() {
+        let mut input = req("Content-Length: 3\r\n", b"abc");
+        input.extend(req("Content-Length: 1\r\nContent-Length: 1\r\n", b"x"));
+        let (_, out) = run(&input, &[]);
+        // The first request is untouched, the second refused.
+        let first = req("Content-Length: 3\r\n", b"abc");
+        assert_eq!(&out[..first.len()], &first[..]);
+        assert!(poisoned(&out[first.len()..]));
+    }
+
+    #[test]
+    fn h2_prior_knowledge_and_upgrades_are_not_followed() {
+        let mut h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        h2.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0, 0x0a, 0x0a]);
+        assert_eq!(run(&h2, &[]), (Ok(()), h2.clone()));
+        let mut ws =
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+                .to_vec();
+        ws.extend_from_slice(b"\x81\x05hello\n\n\n");
+        assert_eq!(run(&ws, &[]), (Ok(()), ws.clone()));
+    }
+
+    #[test]
+    fn decimal_parsing_is_strict() {
+        assert_eq!(parse_decimal(b"0"), Some(0));
+        assert_eq!(parse_decimal(b"123"), Some(123));
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"1 2",
+            b"0x1",
+            b"99999999999999999999",
+            b"1,1",
+        ] {
+            assert_eq!(parse_decimal(bad), None);
+        }
+    }
+}

@@ -194,11 +194,13 @@ pub async fn start(boot: Bootstrap) -> Result<Running, StartError> {
         forward_client_cert: boot.forward_client_cert,
         mirrors: Default::default(),
         trace_sampling: boot.trace_sampling,
+        max_request_target: boot.http_limits.max_request_target,
     });
     let ctx = Arc::new(listen::Ctx {
         proxy,
         http: ServerSettings {
             header_read_timeout: boot.header_read_timeout,
+            limits: boot.http_limits,
         },
         l4: listen::L4Settings {
             connect_timeout: boot.pool.connect_timeout,
@@ -414,10 +416,15 @@ impl ConfigTask {
                     .insert(port, a);
             }
             self.active.insert(port, token.clone());
+            let per_listener = self
+                .boot
+                .max_connections_per_listener
+                .map(|n| Arc::new(Semaphore::new(n)));
             tokio::spawn(listen::accept_loop(
                 b,
                 self.ctx.clone(),
                 self.conns.clone(),
+                per_listener,
                 self.drain.clone(),
                 token,
             ));

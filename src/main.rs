@@ -67,6 +67,97 @@ struct Cli {
     #[arg(long, default_value = "/etc/podinfo/labels", value_name = "PATH")]
     #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
     pod_labels_file: PathBuf,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Timeouts and limits; each default is Bootstrap's (the README lists them all).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Timeouts and limits")]
+struct LimitArgs {
+    /// Time a client has for a complete request head; also closes idle keep-alive
+    /// connections and connections that send nothing [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    header_read_timeout: Option<Duration>,
+    /// Time a TLS client has for its ClientHello and the handshake [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    tls_handshake_timeout: Option<Duration>,
+    /// Upstream TCP connect timeout, unless a DestinationRule sets one [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    connect_timeout: Option<Duration>,
+    /// Idle upstream HTTP/1.1 connections are closed after this long, unless a
+    /// DestinationRule sets `idleTimeout` [default: 4s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    upstream_idle_timeout: Option<Duration>,
+    /// Passthrough and TCP connections are closed after this long without a byte [default: 1h].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    tcp_idle_timeout: Option<Duration>,
+    /// Open downstream connections across all listeners [default: 10000].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Open downstream connections per listener [default: only the global cap].
+    #[arg(long, value_name = "N")]
+    max_connections_per_listener: Option<usize>,
+    /// Largest request head, or HTTP/2 header list, in bytes (431 over it) [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    max_request_head: Option<usize>,
+    /// Most header fields in a request (431 over it) [default: 100].
+    #[arg(long, value_name = "N")]
+    max_request_headers: Option<usize>,
+    /// Longest request target in bytes (414 over it) [default: 16384].
+    #[arg(long, value_name = "BYTES")]
+    max_request_target: Option<usize>,
+    /// Largest request body kept so that it can be sent again on retry [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    max_replay_body: Option<usize>,
+    /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS [default: 256].
+    #[arg(long, value_name = "N")]
+    h2_max_concurrent_streams: Option<u32>,
+    /// HTTP/2 initial stream flow-control window in bytes [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    h2_stream_window: Option<u32>,
+    /// HTTP/2 initial connection flow-control window in bytes [default: 2097152].
+    #[arg(long, value_name = "BYTES")]
+    h2_connection_window: Option<u32>,
+    /// HTTP/2 streams a client may reset before they are accepted, before the connection is
+    /// closed with ENHANCE_YOUR_CALM (rapid reset) [default: 20].
+    #[arg(long, value_name = "N")]
+    h2_max_pending_resets: Option<usize>,
+}
+
+impl LimitArgs {
+    /// Apply the flags given to `boot`.
+    fn apply(&self, boot: &mut Bootstrap) {
+        fn set<T: Copy>(slot: &mut T, flag: Option<T>) {
+            if let Some(v) = flag {
+                *slot = v;
+            }
+        }
+        set(&mut boot.header_read_timeout, self.header_read_timeout);
+        set(&mut boot.tls_handshake_timeout, self.tls_handshake_timeout);
+        set(&mut boot.pool.connect_timeout, self.connect_timeout);
+        set(&mut boot.pool.idle_timeout, self.upstream_idle_timeout);
+        set(&mut boot.tcp_idle_timeout, self.tcp_idle_timeout);
+        set(&mut boot.max_connections, self.max_connections);
+        if self.max_connections_per_listener.is_some() {
+            boot.max_connections_per_listener = self.max_connections_per_listener;
+        }
+        set(&mut boot.max_replay_body, self.max_replay_body);
+        let l = &mut boot.http_limits;
+        set(&mut l.max_request_head, self.max_request_head);
+        set(&mut l.max_request_headers, self.max_request_headers);
+        set(&mut l.max_request_target, self.max_request_target);
+        set(
+            &mut l.h2_max_concurrent_streams,
+            self.h2_max_concurrent_streams,
+        );
+        set(&mut l.h2_stream_window, self.h2_stream_window);
+        set(&mut l.h2_connection_window, self.h2_connection_window);
+        set(
+            &mut l.h2_max_pending_accept_reset_streams,
+            self.h2_max_pending_resets,
+        );
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -354,6 +445,7 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
         },
         ..Bootstrap::default()
     };
+    cli.limits.apply(&mut boot);
     if cli.source == SourceArg::Kubernetes {
         boot.source = kubernetes_source(&cli)?;
     }
@@ -510,5 +602,52 @@ mod tests {
             "{e}"
         );
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    /// The defaults printed by `--help` for the limit flags are Bootstrap's real defaults.
+    #[test]
+    fn limit_flag_help_matches_bootstrap_defaults() {
+        use clap::CommandFactory;
+        let boot = Bootstrap::default();
+        let l = boot.http_limits;
+        let secs = |d: Duration| format!("{}s", d.as_secs());
+        let expected = [
+            ("header-read-timeout", secs(boot.header_read_timeout)),
+            ("tls-handshake-timeout", secs(boot.tls_handshake_timeout)),
+            ("connect-timeout", secs(boot.pool.connect_timeout)),
+            ("upstream-idle-timeout", secs(boot.pool.idle_timeout)),
+            (
+                "tcp-idle-timeout",
+                format!("{}h", boot.tcp_idle_timeout.as_secs() / 3600),
+            ),
+            ("max-connections", boot.max_connections.to_string()),
+            ("max-request-head", l.max_request_head.to_string()),
+            ("max-request-headers", l.max_request_headers.to_string()),
+            ("max-request-target", l.max_request_target.to_string()),
+            ("max-replay-body", boot.max_replay_body.to_string()),
+            (
+                "h2-max-concurrent-streams",
+                l.h2_max_concurrent_streams.to_string(),
+            ),
+            ("h2-stream-window", l.h2_stream_window.to_string()),
+            ("h2-connection-window", l.h2_connection_window.to_string()),
+            (
+                "h2-max-pending-resets",
+                l.h2_max_pending_accept_reset_streams.to_string(),
+            ),
+        ];
+        let cmd = Cli::command();
+        for (flag, value) in expected {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(flag))
+                .unwrap_or_else(|| panic!("no --{flag}"));
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            assert!(
+                help.ends_with(&format!("[default: {value}]")),
+                "--{flag}: help says {help:?}, Bootstrap's default is {value}"
+            );
+        }
+        assert_eq!(boot.max_connections_per_listener, None);
     }
 }

@@ -115,6 +115,10 @@ pub struct Bootstrap {
     pub max_replay_body: usize,
     /// Open downstream connections across all listeners (default 10,000).
     pub max_connections: usize,
+    /// Open downstream connections per listener (default: only the global cap applies).
+    pub max_connections_per_listener: Option<usize>,
+    /// Request size and HTTP/2 limits.
+    pub http_limits: crate::http::server::HttpLimits,
     /// Upstream connect / pool settings (connect 10 s, idle 4 s, 128 idle per endpoint).
     pub pool: PoolSettings,
     /// How long to keep accepting after SIGTERM while readiness reports 503, so load
@@ -145,6 +149,8 @@ impl Default for Bootstrap {
             header_read_timeout: Duration::from_secs(10),
             max_replay_body: 64 * 1024,
             max_connections: 10_000,
+            max_connections_per_listener: None,
+            http_limits: Default::default(),
             pool: PoolSettings::default(),
             drain_delay: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),

@@ -53,6 +53,8 @@ pub struct Proxy {
     pub mirrors: super::mirror::Mirrors,
     /// Percent of requests sampled when meshgate starts their trace context.
     pub trace_sampling: f64,
+    /// Longest request target accepted (bytes); longer gets 414.
+    pub max_request_target: usize,
 }
 
 /// What the request's connection tells about it.
@@ -186,6 +188,7 @@ impl Proxy {
             &parts.headers,
             parts.uri.authority().is_some(),
             target_len,
+            self.max_request_target,
         ) {
             tracing::debug!(reason = r.reason, "request rejected before routing");
             let mut resp = respond::text(r.status, r.reason);

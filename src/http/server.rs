@@ -17,14 +17,53 @@ use tokio_util::sync::CancellationToken;
 
 use super::proxy::{ConnInfo, Proxy};
 
-/// Largest HTTP/1.1 request head accepted (bytes).
-const MAX_HEAD: usize = 64 * 1024;
-
 /// Connection-level HTTP settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerSettings {
-    /// Time allowed for a complete request head.
+    /// Time allowed for a complete request head (also closes idle keep-alive connections).
     pub header_read_timeout: Duration,
+    /// Size and HTTP/2 limits.
+    pub limits: HttpLimits,
+}
+
+/// Downstream request limits. Defaults follow Envoy's and nginx's where they agree, and are
+/// tighter where theirs have been the root of denial-of-service reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Largest request head (request line and headers; HTTP/2: header list), bytes; over it
+    /// HTTP/1.1 gets 431 and an HTTP/2 stream is refused. Default 64 KiB (Envoy: 60 KiB).
+    pub max_request_head: usize,
+    /// Most header fields in a request; more gets 431. Default 100 (Envoy's).
+    pub max_request_headers: usize,
+    /// Longest request target (bytes); longer gets 414. Default 16 KiB.
+    pub max_request_target: usize,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`. Default 256 (nginx: 128; Go: 250).
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 initial stream flow-control window, bytes. Default 1 MiB.
+    pub h2_stream_window: u32,
+    /// HTTP/2 initial connection flow-control window, bytes. Default 2 MiB.
+    pub h2_connection_window: u32,
+    /// HTTP/2 streams a client may reset before the server accepted them, before the
+    /// connection is closed with `ENHANCE_YOUR_CALM` (rapid reset, CVE-2023-44487). Default 20.
+    pub h2_max_pending_accept_reset_streams: usize,
+    /// HTTP/2 streams the server may reset because of client errors before it closes the
+    /// connection (the "MadeYouReset" variant). Default 256.
+    pub h2_max_local_error_reset_streams: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_request_head: 64 * 1024,
+            max_request_headers: 100,
+            max_request_target: 16 * 1024,
+            h2_max_concurrent_streams: 256,
+            h2_stream_window: 1024 * 1024,
+            h2_connection_window: 2 * 1024 * 1024,
+            h2_max_pending_accept_reset_streams: 20,
+            h2_max_local_error_reset_streams: 256,
+        }
+    }
 }
 
 /// Serve HTTP on `io` until the client closes or `stop` fires and in-flight work ends.
@@ -43,6 +82,7 @@ pub async fn serve<I>(
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(proxy.handle(req, &conn).await) }
     });
+    let limits = settings.limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -50,13 +90,19 @@ pub async fn serve<I>(
         .header_read_timeout(settings.header_read_timeout)
         .preserve_header_case(true)
         // The request head (line and headers) may use at most this much; beyond it hyper
-        // answers 431. Request targets over 16 KiB get 414 from `strict`.
-        .max_buf_size(MAX_HEAD)
+        // answers 431. Long request targets get 414 from `strict`.
+        .max_buf_size(limits.max_request_head.max(8192))
+        .max_headers(limits.max_request_headers)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(1024)
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_request_head).unwrap_or(u32::MAX))
+        .initial_stream_window_size(limits.h2_stream_window)
+        .initial_connection_window_size(limits.h2_connection_window)
+        .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
         // RFC 8441: WebSocket over HTTP/2.
         .enable_connect_protocol();
     // Every connection's request bytes pass the framing guard (it steps aside for h2).

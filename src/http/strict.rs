@@ -12,9 +12,6 @@ use std::borrow::Cow;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, StatusCode, Version};
 
-/// Longest request target accepted (bytes); longer gets 414, as nginx and Envoy default to.
-pub const MAX_REQUEST_TARGET: usize = 16 * 1024;
-
 /// Why a request is refused before routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reject {
@@ -29,14 +26,15 @@ const fn reject(status: StatusCode, reason: &'static str) -> Reject {
 }
 
 /// Check framing and Host of a request head. `target_len` is the length of the request
-/// target as received.
+/// target as received; over `max_target` is 414.
 pub fn check(
     version: Version,
     headers: &HeaderMap,
     has_authority: bool,
     target_len: usize,
+    max_target: usize,
 ) -> Result<(), Reject> {
-    if target_len > MAX_REQUEST_TARGET {
+    if target_len > max_target {
         return Err(reject(StatusCode::URI_TOO_LONG, "request target too long"));
     }
     if version == Version::HTTP_11 || version == Version::HTTP_10 {
@@ -153,6 +151,8 @@ fn dot_kind(seg: &str) -> Option<u8> {
 mod tests {
     use super::*;
 
+    const MAX: usize = 16 * 1024;
+
     #[test]
     fn dot_segments_are_removed() {
         for (input, want) in [
@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn framing_and_host_rules() {
-        let ok = |pairs| check(Version::HTTP_11, &h(pairs), false, 10);
+        let ok = |pairs| check(Version::HTTP_11, &h(pairs), false, 10, MAX);
         assert!(ok(&[("host", "a")]).is_ok());
         assert!(ok(&[("host", "a"), ("transfer-encoding", "chunked")]).is_ok());
         assert!(ok(&[("host", "a"), ("content-length", "5")]).is_ok());
@@ -220,13 +220,13 @@ mod tests {
             );
         }
         assert_eq!(
-            check(Version::HTTP_11, &h(&[("host", "a")]), false, 20_000)
+            check(Version::HTTP_11, &h(&[("host", "a")]), false, 20_000, MAX)
                 .unwrap_err()
                 .status,
             StatusCode::URI_TOO_LONG
         );
-        assert!(check(Version::HTTP_10, &h(&[]), false, 1).is_err());
-        assert!(check(Version::HTTP_10, &h(&[]), true, 1).is_ok());
-        assert!(check(Version::HTTP_2, &h(&[]), true, 1).is_ok());
+        assert!(check(Version::HTTP_10, &h(&[]), false, 1, MAX).is_err());
+        assert!(check(Version::HTTP_10, &h(&[]), true, 1, MAX).is_ok());
+        assert!(check(Version::HTTP_2, &h(&[]), true, 1, MAX).is_ok());
     }
 }

@@ -53,11 +53,14 @@ pub async fn bind(port: u16, addr: SocketAddr) -> std::io::Result<Bound> {
 }
 
 /// Accept connections on `bound` until `stop` (a child of the drain token) fires; its
-/// connections are drained with it.
+/// connections are drained with it. A connection needs a permit of the global cap `conns`
+/// and, when set, of this listener's own cap; at a cap, new connections wait in the kernel's
+/// accept queue instead of costing memory here.
 pub async fn accept_loop(
     bound: Bound,
     ctx: Arc<Ctx>,
     conns: Arc<Semaphore>,
+    per_listener: Option<Arc<Semaphore>>,
     drain: Drain,
     stop: CancellationToken,
 ) {
@@ -65,6 +68,16 @@ pub async fn accept_loop(
     let label = port.to_string();
     let local = listener.local_addr().ok();
     loop {
+        let own = match &per_listener {
+            Some(sem) => tokio::select! {
+                p = sem.clone().acquire_owned() => match p {
+                    Ok(p) => Some(p),
+                    Err(_) => return,
+                },
+                () = stop.cancelled() => return,
+            },
+            None => None,
+        };
         let permit = tokio::select! {
             p = conns.clone().acquire_owned() => match p {
                 Ok(p) => p,
@@ -97,6 +110,7 @@ pub async fn accept_loop(
                 handle(stream, client, port, ctx, stop).await;
                 active.dec();
                 drop(permit);
+                drop(own);
             }
             .instrument(span),
         );

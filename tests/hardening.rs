@@ -1286,3 +1286,57 @@ async fn silent_connection_is_closed_within_header_timeout() {
     );
     assert_eq!(h.hits(), 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Never an open proxy
+// ---------------------------------------------------------------------------------------------
+
+/// Absolute-form targets, `CONNECT` and Host headers naming a live but undeclared address get
+/// a 4xx on the Gateway port and on the mesh (forward-proxy) port, and no connection is ever
+/// made to that address. The admin API listens on loopback unless told otherwise.
+#[tokio::test]
+async fn undeclared_destinations_are_never_contacted() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let bystander = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = bystander.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = bystander.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    let up = Upstream::new("up").run().await;
+    let other = Upstream::new("other").run().await;
+    let gw = TestGateway::start_with(&config(&up, &other), |b| {
+        b.header_read_timeout = HEADER_TIMEOUT;
+        b.mesh_port = Some(15001);
+    })
+    .await;
+    let cases = [
+        format!("GET http://{target}/ HTTP/1.1\r\nHost: {HOST}\r\n\r\n"),
+        format!("GET http://{target}/public/x HTTP/1.1\r\nHost: {target}\r\n\r\n"),
+        format!("GET /public/x HTTP/1.1\r\nHost: {target}\r\n\r\n"),
+        format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
+        format!("CONNECT {HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n"),
+        "GET http://unknown.invalid/ HTTP/1.1\r\nHost: unknown.invalid\r\n\r\n".to_owned(),
+    ];
+    let mut failures = Vec::new();
+    for port in [8080, 15001] {
+        for raw in &cases {
+            let ex = exchange(gw.port(port), raw.as_bytes(), 1).await;
+            let status = ex.first_final().map(|r| r.status);
+            if !matches!(status, Some(400..=499)) {
+                failures.push(format!("port {port}: {raw:?}: {}", ex.summary()));
+            }
+        }
+    }
+    tokio::time::sleep(SETTLE).await;
+    assert!(failures.is_empty(), "not refused:\n{}", failures.join("\n"));
+    assert_eq!(accepted.load(Ordering::SeqCst), 0, "the bystander was contacted");
+    assert_eq!(up.hits() + other.hits(), 0, "a declared upstream was used");
+    assert!(meshgate::Bootstrap::default().admin_addr.ip().is_loopback());
+}

@@ -1591,3 +1591,29 @@ async fn selector_restricts_served_gateways() {
     let r = Client::new(gw.port(8080), "b.test").send("/").await;
     assert_eq!(r.status, 404, "{r:?}");
 }
+
+/// A rule's `headers.response` apply to its direct responses and redirects too, as Envoy
+/// applies a route's response header operations to them (how Istio users add HSTS).
+#[tokio::test]
+async fn response_header_ops_apply_to_direct_responses_and_redirects() {
+    let http = "
+        - match: [{uri: {prefix: /old}}]
+          headers: {response: {set: {strict-transport-security: max-age=60}, add: {x-extra: r}}}
+          redirect: {uri: /new}
+        - headers: {response: {set: {strict-transport-security: max-age=60}, remove: [content-type]}}
+          directResponse: {status: 200, body: {string: ok}}
+    ";
+    let gw = start(&[
+        gateway(),
+        virtual_service("app", &["app.test"], &["gw"], http),
+    ])
+    .await;
+    let r = app(&gw).send("/").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("strict-transport-security"), "max-age=60");
+    assert_eq!(r.header("content-type"), "", "remove applies too: {r:?}");
+    let r = app(&gw).send("/old").await;
+    assert_eq!(r.status, 301, "{r:?}");
+    assert_eq!(r.header("strict-transport-security"), "max-age=60");
+    assert_eq!(r.header("x-extra"), "r");
+}

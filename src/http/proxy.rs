@@ -270,7 +270,13 @@ impl Proxy {
             }
         }
         let mut resp = match &route.action {
-            Action::Respond(d) => finish(rec, respond::direct(d), "-"),
+            // Envoy applies a route's response header operations to its direct responses and
+            // redirects as well (Istio users set HSTS and friends this way).
+            Action::Respond(d) => {
+                let mut resp = respond::direct(d);
+                route.headers.response.apply(resp.headers_mut());
+                finish(rec, resp, "-")
+            }
             Action::Redirect(r) => {
                 let loc = r.location_at(
                     conn.scheme,
@@ -279,7 +285,9 @@ impl Proxy {
                     parts.uri.query(),
                     Some(conn.port),
                 );
-                finish(rec, respond::redirect(r.code, &loc), "-")
+                let mut resp = respond::redirect(r.code, &loc);
+                route.headers.response.apply(resp.headers_mut());
+                finish(rec, resp, "-")
             }
             Action::Forward(f) => {
                 // Fault injection happens before the upstream is contacted: an aborted

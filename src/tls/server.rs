@@ -277,6 +277,9 @@ pub fn build(p: &Params<'_>, caches: &mut SessionCaches) -> Result<Arc<ServerCon
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     }
     cfg.session_storage = caches.for_policy(p.client_auth, p.pem.ca.as_deref(), p.client_sans);
+    // Our suite order (the provider's, or `cipherSuites`' order) is strongest first; a
+    // client's preference could pick a weaker one that both offer.
+    cfg.ignore_client_order = true;
     Ok(Arc::new(cfg))
 }
 
@@ -402,6 +405,7 @@ mod tests {
         let pem = pem();
         let cfg = build(&params(&pem, &[]), &mut SessionCaches::default()).unwrap();
         assert_eq!(cfg.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert!(cfg.ignore_client_order, "the server's suite order must win");
     }
 
     #[test]

@@ -127,7 +127,34 @@ impl Ca {
         self.issue(name, sans, ExtendedKeyUsagePurpose::ClientAuth)
     }
 
+    /// A server certificate like [`Ca::server`] that names a CRL distribution point, as
+    /// public CAs' certificates do (scanners rate a certificate without one as a weakness).
+    pub fn server_with_crl(&self, name: &str, sans: &[&str], crl_url: &str) -> Leaf {
+        self.issue_with(name, sans, ExtendedKeyUsagePurpose::ServerAuth, |p| {
+            p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: vec![crl_url.to_owned()],
+            }];
+            // A public CA's validity (rcgen's default runs to the year 4096, which scanners
+            // flag): from two days ago for a year.
+            let today = days_since_epoch();
+            let (y, m, d) = civil(today - 2);
+            p.not_before = rcgen::date_time_ymd(y, m, d);
+            let (y, m, d) = civil(today + 365);
+            p.not_after = rcgen::date_time_ymd(y, m, d);
+        })
+    }
+
     fn issue(&self, name: &str, sans: &[&str], eku: ExtendedKeyUsagePurpose) -> Leaf {
+        self.issue_with(name, sans, eku, |_| {})
+    }
+
+    fn issue_with(
+        &self,
+        name: &str,
+        sans: &[&str],
+        eku: ExtendedKeyUsagePurpose,
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> Leaf {
         let key = KeyPair::generate().expect("leaf key");
         let sans: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
         let mut params = CertificateParams::new(sans.clone()).expect("leaf params");
@@ -139,6 +166,7 @@ impl Ca {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![eku];
         params.use_authority_key_identifier_extension = true;
+        adjust(&mut params);
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
         let dir = self.dir.path().join(name);
         std::fs::create_dir_all(&dir).expect("leaf dir");
@@ -453,4 +481,31 @@ impl ServerCertVerifier for Recording {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
+}
+
+/// Whole days since 1970-01-01 (UTC), now.
+fn days_since_epoch() -> i64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    i64::try_from(secs / 86_400).expect("days fit")
+}
+
+/// The date (year, month, day) `days` after 1970-01-01 (Howard Hinnant's civil-from-days).
+fn civil(days: i64) -> (i32, u8, u8) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        i32::try_from(y).expect("year"),
+        u8::try_from(m).expect("month"),
+        u8::try_from(d).expect("day"),
+    )
 }

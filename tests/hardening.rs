@@ -1336,7 +1336,11 @@ async fn undeclared_destinations_are_never_contacted() {
     }
     tokio::time::sleep(SETTLE).await;
     assert!(failures.is_empty(), "not refused:\n{}", failures.join("\n"));
-    assert_eq!(accepted.load(Ordering::SeqCst), 0, "the bystander was contacted");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "the bystander was contacted"
+    );
     assert_eq!(up.hits() + other.hits(), 0, "a declared upstream was used");
     assert!(meshgate::Bootstrap::default().admin_addr.ip().is_loopback());
 }

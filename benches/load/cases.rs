@@ -355,6 +355,7 @@ pub fn run(case: &Case, b: &Bench) -> CaseResult {
         title: case.title.to_owned(),
         rows,
         swap: None,
+        chaos: Vec::new(),
     }
 }
 

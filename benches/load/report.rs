@@ -148,6 +148,19 @@ pub struct CaseResult {
     pub rows: Vec<Row>,
     /// The swap storm's own figures.
     pub swap: Option<SwapResult>,
+    /// The chaos scenarios' figures.
+    pub chaos: Vec<ChaosLine>,
+}
+
+/// One chaos scenario's outcome.
+#[derive(Debug, Clone)]
+pub struct ChaosLine {
+    /// Scenario name.
+    pub scenario: String,
+    /// What happened, in one sentence with the numbers.
+    pub figure: String,
+    /// Failed requests and broken promises (must be 0).
+    pub errors: u64,
 }
 
 /// The machine and run, for the header.
@@ -198,6 +211,12 @@ pub fn error_lines(results: &[CaseResult]) -> Vec<String> {
                 ));
             }
         }
+        for l in c.chaos.iter().filter(|l| l.errors > 0) {
+            out.push(format!(
+                "{} / {}: {} errors ({})",
+                c.name, l.scenario, l.errors, l.figure
+            ));
+        }
         if let Some(s) = &c.swap {
             if s.errors > 0 || s.observed < s.swaps {
                 out.push(format!(
@@ -237,6 +256,14 @@ pub fn markdown(h: &Header, results: &[CaseResult]) -> String {
     }
     for c in results {
         let _ = writeln!(m, "## {}\n\n{}\n", c.name, c.title);
+        if !c.chaos.is_empty() {
+            let _ = writeln!(m, "| scenario | errors | what happened |\n|---|---|---|");
+            for l in &c.chaos {
+                let _ = writeln!(m, "| {} | {} | {} |", l.scenario, l.errors, l.figure);
+            }
+            m.push('\n');
+            continue;
+        }
         if let Some(s) = &c.swap {
             swap_table(&mut m, s);
             continue;
@@ -367,7 +394,10 @@ fn swap_table(m: &mut String, s: &SwapResult) {
 pub fn chart(results: &[CaseResult], png: &Path, work: &Path) -> Result<PathBuf, String> {
     let gnuplot = crate::procs::which("gnuplot")
         .ok_or("gnuplot not installed (apt-get install gnuplot-nox)")?;
-    let cases: Vec<&CaseResult> = results.iter().filter(|c| c.swap.is_none()).collect();
+    let cases: Vec<&CaseResult> = results
+        .iter()
+        .filter(|c| c.swap.is_none() && c.chaos.is_empty())
+        .collect();
     if cases.is_empty() {
         return Err("no case to draw".into());
     }

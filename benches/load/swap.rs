@@ -65,6 +65,7 @@ pub fn run(b: &Bench, swaps: usize) -> CaseResult {
         title,
         rows: vec![Row::new(System::Meshgate, RowStatus::Measured)],
         swap: None,
+        chaos: Vec::new(),
     };
     match storm(b, swaps) {
         Ok(s) => result.swap = Some(s),

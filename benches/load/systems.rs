@@ -293,7 +293,7 @@ pub fn start(system: System, mode: Mode, h2c: bool, bench: &Bench) -> Result<Run
 }
 
 /// Arguments and environment for meshgate serving `cfg_dir`, one worker thread.
-fn meshgate_args(cfg_dir: &Path, dir: &Path) -> (Vec<String>, Vec<(&'static str, String)>) {
+pub fn meshgate_args(cfg_dir: &Path, dir: &Path) -> (Vec<String>, Vec<(&'static str, String)>) {
     let s = |p: &Path| p.display().to_string();
     (
         vec![

@@ -18,6 +18,7 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
+static B3: HeaderName = HeaderName::from_static("b3");
 static X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
 static X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -26,47 +27,67 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those `Connection` names.
 /// `te: trailers` survives: gRPC needs it end to end.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Common case first, without allocating: `Connection` names only standard tokens.
-    let standard_only = h.get_all(&CONNECTION).iter().all(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',').all(|t| {
-                let t = t.trim();
-                t.eq_ignore_ascii_case("keep-alive")
-                    || t.eq_ignore_ascii_case("close")
-                    || t.eq_ignore_ascii_case("upgrade")
-                    || t.is_empty()
+    // One pass over the names present: most requests carry at most `Connection`, and a
+    // hashed lookup per hop-by-hop name cost more than the whole scan.
+    let (mut conn, mut others, mut te) = (false, false, false);
+    for name in h.keys() {
+        if *name == CONNECTION {
+            conn = true;
+        } else if *name == TE {
+            te = true;
+        } else if *name == KEEP_ALIVE
+            || *name == PROXY_CONNECTION
+            || *name == TRANSFER_ENCODING
+            || *name == UPGRADE
+        {
+            others = true;
+        }
+    }
+    if conn {
+        // Common case first, without allocating: `Connection` names only standard tokens.
+        let standard_only = h.get_all(&CONNECTION).iter().all(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',').all(|t| {
+                    let t = t.trim();
+                    t.eq_ignore_ascii_case("keep-alive")
+                        || t.eq_ignore_ascii_case("close")
+                        || t.eq_ignore_ascii_case("upgrade")
+                        || t.is_empty()
+                })
             })
-        })
-    });
-    if standard_only {
-        h.remove(&CONNECTION);
-    } else if h.contains_key(&CONNECTION) {
-        let named: Vec<HeaderName> = h
-            .get_all(&CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .filter(|n| *n != TE)
-            .collect();
-        for n in named {
-            h.remove(n);
+        });
+        if !standard_only {
+            let named: Vec<HeaderName> = h
+                .get_all(&CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+                .filter(|n| *n != TE)
+                .collect();
+            for n in named {
+                h.remove(n);
+            }
         }
         h.remove(&CONNECTION);
     }
-    h.remove(&KEEP_ALIVE);
-    h.remove(&PROXY_CONNECTION);
-    h.remove(&TRANSFER_ENCODING);
-    h.remove(&UPGRADE);
-    if let Some(te) = h.get(&TE) {
-        let trailers = te.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        });
-        if trailers {
-            h.insert(&TE, HeaderValue::from_static("trailers"));
-        } else {
-            h.remove(&TE);
+    if others {
+        h.remove(&KEEP_ALIVE);
+        h.remove(&PROXY_CONNECTION);
+        h.remove(&TRANSFER_ENCODING);
+        h.remove(&UPGRADE);
+    }
+    if te {
+        if let Some(te) = h.get(&TE) {
+            let trailers = te.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            });
+            if trailers {
+                h.insert(&TE, HeaderValue::from_static("trailers"));
+            } else {
+                h.remove(&TE);
+            }
         }
     }
 }
@@ -99,11 +120,36 @@ pub fn set_forwarded(h: &mut HeaderMap, client: IpAddr, scheme: &'static str) {
         value.push_str(prev);
         value.push_str(", ");
     }
-    let _ = write!(value, "{client}");
+    match client {
+        // `Display` for an address goes through the formatting machinery (a third of this
+        // function's cost); dotted quads are simple enough to write directly.
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    value.push('.');
+                }
+                push_u8(&mut value, octet);
+            }
+        }
+        IpAddr::V6(_) => {
+            let _ = write!(value, "{client}");
+        }
+    }
     if let Ok(v) = HeaderValue::try_from(value) {
         h.insert(&X_FORWARDED_FOR, v);
     }
     h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+}
+
+/// Append `n` in decimal.
+fn push_u8(s: &mut String, n: u8) {
+    if n >= 100 {
+        s.push(char::from(b'0' + n / 100));
+    }
+    if n >= 10 {
+        s.push(char::from(b'0' + (n / 10) % 10));
+    }
+    s.push(char::from(b'0' + n % 10));
 }
 
 /// What happens to `x-forwarded-client-cert` (Envoy's `forward_client_cert_details`).
@@ -170,7 +216,7 @@ pub fn forward_client_cert(
 /// `sampling` percent of requests (Istio's default is 1). A request that arrives with
 /// `traceparent`, `b3` or `x-b3-traceid` keeps its context untouched, `tracestate` included.
 pub fn ensure_trace_context(h: &mut HeaderMap, sampling: f64) {
-    if h.contains_key(&TRACEPARENT) || h.contains_key("b3") || h.contains_key(&X_B3_TRACEID) {
+    if h.contains_key(&TRACEPARENT) || h.contains_key(&B3) || h.contains_key(&X_B3_TRACEID) {
         return;
     }
     // `00-<32 hex trace id>-<16 hex span id>-<flags>`, built on the stack; the B3 ids are
@@ -188,12 +234,14 @@ pub fn ensure_trace_context(h: &mut HeaderMap, sampling: f64) {
     if sampled {
         tp[54] = b'1';
     }
+    // One allocation shared by the three values (each `from_bytes` would copy).
+    let tp = bytes::Bytes::copy_from_slice(&tp);
     for (name, value) in [
-        (&TRACEPARENT, &tp[..]),
-        (&X_B3_TRACEID, &tp[3..35]),
-        (&X_B3_SPANID, &tp[36..52]),
+        (&TRACEPARENT, tp.clone()),
+        (&X_B3_TRACEID, tp.slice(3..35)),
+        (&X_B3_SPANID, tp.slice(36..52)),
     ] {
-        if let Ok(v) = HeaderValue::from_bytes(value) {
+        if let Ok(v) = HeaderValue::from_maybe_shared(value) {
             h.insert(name, v);
         }
     }
@@ -305,5 +353,37 @@ mod tests {
         let id = ensure_request_id(&mut h);
         assert_eq!(id.len(), 36);
         assert_eq!(ensure_request_id(&mut h), id);
+    }
+
+    #[test]
+    fn forwarded_for_writes_every_address_as_display_does() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "192.168.1.20",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let mut h = HeaderMap::new();
+            let addr: IpAddr = ip.parse().unwrap();
+            set_forwarded(&mut h, addr, "https");
+            assert_eq!(h["x-forwarded-for"], addr.to_string().as_str());
+            assert_eq!(h["x-forwarded-proto"], "https");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_only_where_present() {
+        let mut h = HeaderMap::new();
+        h.insert("upgrade", "h2c".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("x-keep", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        let mut h = HeaderMap::new();
+        h.insert("te", "deflate".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty());
     }
 }

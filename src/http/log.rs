@@ -30,7 +30,7 @@ pub(crate) struct RequestRecord {
     pub(crate) request_id: HeaderValue,
     pub(crate) route: Option<Arc<str>>,
     pub(crate) cluster: Option<Arc<Cluster>>,
-    pub(crate) upstream: Option<String>,
+    pub(crate) upstream: Option<Arc<str>>,
     pub(crate) status: u16,
     pub(crate) grpc_status: Option<u32>,
     pub(crate) flags: &'static str,
@@ -80,7 +80,6 @@ impl Completion for RequestRecord {
         }
         let elapsed_ms = self.start.elapsed().as_secs_f64() * 1000.0;
         let code = itoa(self.status);
-        let grpc_status = self.grpc_status.map(|g| g.to_string()).unwrap_or_default();
         let (service, name, ns, subset, cluster) = match &self.cluster {
             Some(c) => (
                 &*c.service,
@@ -102,31 +101,48 @@ impl Completion for RequestRecord {
             (true, f) => format!("DI,{f}").into(),
         };
         let flags = &*flags;
-        let labels: [&str; 13] = [
-            "source",
-            "meshgate",
-            "",
-            service,
-            name,
-            ns,
-            subset,
-            cluster,
-            self.protocol,
-            &code,
-            &grpc_status,
-            flags,
-            "none",
-        ];
         let m = &self.metrics;
-        m.requests.with_label_values(&labels).inc();
-        m.duration.with_label_values(&labels).observe(elapsed_ms);
+        let resolve = || {
+            let grpc = self.grpc_status.map(|g| g.to_string()).unwrap_or_default();
+            m.request_stats(&[
+                "source",
+                "meshgate",
+                "",
+                service,
+                name,
+                ns,
+                subset,
+                cluster,
+                self.protocol,
+                &code,
+                &grpc,
+                flags,
+                "none",
+            ])
+        };
+        let cache = match &self.cluster {
+            Some(c) => &c.stats,
+            None => &*m.unrouted_stats,
+        };
+        let slot = cache.slot(
+            self.status,
+            self.protocol == "grpc",
+            self.grpc_status,
+            flags,
+        );
+        let uncached;
+        let stats = match slot {
+            Some(slot) => slot.get_or_init(resolve),
+            None => {
+                uncached = resolve();
+                &uncached
+            }
+        };
+        stats.requests.inc();
+        stats.duration.observe(elapsed_ms);
         let req_bytes = self.request_bytes.get();
-        m.request_bytes
-            .with_label_values(&labels)
-            .observe(req_bytes as f64);
-        m.response_bytes
-            .with_label_values(&labels)
-            .observe(bytes as f64);
+        stats.request_bytes.observe(req_bytes as f64);
+        stats.response_bytes.observe(bytes as f64);
         if let (AccessLog::Text, Some(e)) = (self.access_log, &self.envoy) {
             let line = envoy_line(self, e, flags, req_bytes, bytes, elapsed_ms as u64);
             tracing::info!(target: "meshgate::access", "{line}");

@@ -538,7 +538,7 @@ impl Proxy {
                 None => attempt.await,
             };
             fresh = false;
-            rec.upstream = Some(ep.pool.target().to_string());
+            rec.upstream = Some(ep.pool.label().clone());
             match result {
                 Ok(sent) => {
                     let status = sent.response.status().as_u16();

@@ -64,6 +64,8 @@ pub struct Cluster {
     pub limits: Limits,
     /// `loadBalancer.consistentHash` key, when the algorithm hashes.
     pub hash_key: Option<hash::HashKey>,
+    /// Request metric handles for this destination's common outcomes.
+    pub stats: crate::metrics::StatsCache,
     gate: Gate,
 }
 
@@ -152,6 +154,7 @@ impl Cluster {
             balancer: balance::Balancer::new(algorithm, &keyed),
             limits,
             hash_key: None,
+            stats: Default::default(),
             gate: Gate::default(),
         }
     }

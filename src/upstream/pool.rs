@@ -147,6 +147,7 @@ impl Registry {
             Target::Addr(_) => None,
         };
         let pool = Arc::new(EndpointPool {
+            label: key.0.to_string().into(),
             target: key.0.clone(),
             dns,
             resolver: self.resolver.clone(),
@@ -171,6 +172,8 @@ struct Idle {
 /// Connections to one endpoint.
 pub struct EndpointPool {
     target: Target,
+    /// `target` rendered once, for logs (formatting it per request cost 3% of the CPU).
+    label: Arc<str>,
     dns: Option<Arc<Cached>>,
     resolver: Arc<Resolver>,
     protocol: Protocol,
@@ -236,6 +239,11 @@ impl EndpointPool {
     /// The endpoint's address.
     pub fn target(&self) -> &Target {
         &self.target
+    }
+
+    /// The endpoint's address as text (`ip:port` or `host:port`).
+    pub fn label(&self) -> &Arc<str> {
+        &self.label
     }
 
     fn put(&self, tx: http1::SendRequest<UpBody>, served: u32) {

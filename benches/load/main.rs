@@ -6,7 +6,7 @@
 //!
 //! Layout: `peers` renders configs, `systems` starts them, `procs` owns child processes,
 //! `loadgen` runs wrk/h2load and parses them, `sample` reads /proc, `cases` runs a case,
-//! `swap` runs the config-swap storm, `chaos` breaks things under load, `report` writes the tables and chart, `upstream` and
+//! `swap` runs the config-swap storm, `chaos` breaks things under load, `idle` measures memory at rest, `report` writes the tables and chart, `upstream` and
 //! `pki` are the in-bench backend and certificates.
 
 // A bench binary: setup failures should stop it loudly, and it prints its report.
@@ -20,6 +20,7 @@
 
 mod cases;
 mod chaos;
+mod idle;
 mod loadgen;
 mod peers;
 mod pki;
@@ -107,7 +108,7 @@ fn main() {
     let known: Vec<&str> = cases::CASES
         .iter()
         .flat_map(|c| [c.name, c.group])
-        .chain([swap::NAME, chaos::NAME])
+        .chain([swap::NAME, chaos::NAME, idle::NAME])
         .collect();
     if let Some(bad) = filters.iter().find(|f| !known.contains(&f.as_str())) {
         println!("load: unknown case {bad:?}; cases: {}", known.join(", "));
@@ -169,6 +170,10 @@ fn main() {
     if filters.is_empty() || filters.iter().any(|f| f == swap::NAME) {
         println!("load: case {} ...", swap::NAME);
         results.push(swap::run(&bench, settings.swaps));
+    }
+    if filters.is_empty() || filters.iter().any(|f| f == idle::NAME) {
+        println!("load: case {} ...", idle::NAME);
+        results.push(idle::run(&bench));
     }
     if filters.is_empty() || filters.iter().any(|f| f == chaos::NAME) {
         println!("load: case {} ...", chaos::NAME);

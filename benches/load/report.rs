@@ -257,7 +257,7 @@ pub fn markdown(h: &Header, results: &[CaseResult]) -> String {
     for c in results {
         let _ = writeln!(m, "## {}\n\n{}\n", c.name, c.title);
         if !c.chaos.is_empty() {
-            let _ = writeln!(m, "| scenario | errors | what happened |\n|---|---|---|");
+            let _ = writeln!(m, "| scenario / system | errors | figures |\n|---|---|---|");
             for l in &c.chaos {
                 let _ = writeln!(m, "| {} | {} | {} |", l.scenario, l.errors, l.figure);
             }

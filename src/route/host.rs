@@ -46,9 +46,14 @@ impl<T> HostTable<T> {
     /// The value for `host` (no port): exact, then the longest wildcard suffix, then `*`.
     pub fn lookup(&self, host: &str) -> Option<&T> {
         let mut buf = [0u8; MAX_HOST];
+        let long;
         let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             if host.len() > MAX_HOST {
-                return self.any.as_ref();
+                // Longer than any DNS name, but it must match as its lowercase form does
+                // (falling through to `*` would skip a stricter wildcard's rules); rare
+                // enough to allocate.
+                long = host.to_ascii_lowercase();
+                return self.lookup_lower(&long);
             }
             let b = &mut buf[..host.len()];
             b.copy_from_slice(host.as_bytes());
@@ -61,6 +66,11 @@ impl<T> HostTable<T> {
         } else {
             host
         };
+        self.lookup_lower(host)
+    }
+
+    /// `lookup` for a host already in lowercase.
+    fn lookup_lower(&self, host: &str) -> Option<&T> {
         if let Some(v) = self.exact.get(host) {
             return Some(v);
         }
@@ -169,6 +179,19 @@ mod tests {
         assert_eq!(t.len(), 4);
         let order: Vec<_> = t.iter().map(|(k, _)| k).collect();
         assert_eq!(order, ["api.example.com", "*.example.com", "*.com", "*"]);
+    }
+
+    /// Found by the `route` fuzz target: a Host longer than 255 bytes with a capital letter
+    /// went to `*` while its lowercase form matched the stricter wildcard.
+    #[test]
+    fn long_mixed_case_host_matches_as_its_lowercase_form() {
+        let mut t = HostTable::default();
+        *t.entry_or_insert_with("*", || 0) = 1;
+        *t.entry_or_insert_with("*.example.com", || 0) = 2;
+        let long = format!("{}.example.com", "a".repeat(300));
+        assert_eq!(t.lookup(&long), Some(&2));
+        assert_eq!(t.lookup(&long.replacen('a', "A", 1)), Some(&2));
+        assert_eq!(t.lookup(&long.to_ascii_uppercase()), Some(&2));
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod explain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod listen;
 pub mod metrics;

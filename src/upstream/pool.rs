@@ -342,6 +342,14 @@ impl EndpointPool {
                 return Ok(self.checked(Sender::H1(tx), true).served(served, limits));
             }
         }
+        // A new connection. Its futures (DNS, TCP, TLS and HTTP handshakes) are large and
+        // rarely needed; boxed, they do not inflate the state of every request (and of every
+        // idle keep-alive connection, where hyper keeps the request future's box).
+        Box::pin(self.connect_new(limits)).await
+    }
+
+    /// Open, secure and hand-shake a new connection.
+    async fn connect_new(self: &Arc<Self>, limits: &ConnLimits) -> Result<Checkout, ProxyError> {
         let connect_timeout = limits
             .connect_timeout
             .unwrap_or(self.settings.connect_timeout);

@@ -98,6 +98,10 @@ struct LimitArgs {
     /// Passthrough and TCP connections are closed after this long without a byte [default: 1h].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     tcp_idle_timeout: Option<Duration>,
+    /// Requests in flight to one destination when its DestinationRule sets no
+    /// `http2MaxRequests`; more get 503 UO; 0: unbounded, as in Istio [default: 10000].
+    #[arg(long, value_name = "N")]
+    max_requests_per_destination: Option<usize>,
     /// Open downstream connections across all listeners [default: 10000].
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
@@ -145,6 +149,9 @@ impl LimitArgs {
         set(&mut boot.pool.idle_timeout, self.upstream_idle_timeout);
         set(&mut boot.tcp_idle_timeout, self.tcp_idle_timeout);
         set(&mut boot.max_connections, self.max_connections);
+        if let Some(n) = self.max_requests_per_destination {
+            boot.pool.max_requests = (n > 0).then_some(n);
+        }
         if self.max_connections_per_listener.is_some() {
             boot.max_connections_per_listener = self.max_connections_per_listener;
         }
@@ -627,6 +634,10 @@ mod tests {
                 format!("{}h", boot.tcp_idle_timeout.as_secs() / 3600),
             ),
             ("max-connections", boot.max_connections.to_string()),
+            (
+                "max-requests-per-destination",
+                boot.pool.max_requests.unwrap_or(0).to_string(),
+            ),
             ("max-request-head", l.max_request_head.to_string()),
             ("max-request-headers", l.max_request_headers.to_string()),
             ("max-request-target", l.max_request_target.to_string()),

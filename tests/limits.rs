@@ -482,3 +482,27 @@ impl H2 {
         StreamAnswer::Nothing
     }
 }
+
+/// Without a DestinationRule, requests in flight to one destination are still bounded
+/// (`--max-requests-per-destination`): under a slow upstream the excess is shed with 503 `UO`
+/// at once instead of queueing in memory.
+#[tokio::test]
+async fn slow_upstream_sheds_beyond_the_default_per_destination_bound() {
+    let up = Upstream::new("up")
+        .delay(Duration::from_millis(400))
+        .run()
+        .await;
+    let gw = TestGateway::start_with(&config(&up), |b| b.pool.max_requests = Some(2)).await;
+    let addr = gw.port(8080);
+    let replies = futures_util::future::join_all(
+        (0..5).map(|i| async move { Client::new(addr, HOST).send(&format!("/slow/{i}")).await }),
+    )
+    .await;
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    let shed: Vec<_> = replies.iter().filter(|r| r.status == 503).collect();
+    assert_eq!(ok, 2, "{replies:?}");
+    assert_eq!(shed.len(), 3, "{replies:?}");
+    for r in shed {
+        assert_eq!(r.header("x-envoy-overloaded"), "true", "{r:?}");
+    }
+}

@@ -63,6 +63,9 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     /// Idle HTTP/1.1 connections kept per endpoint.
     pub max_idle: usize,
+    /// Requests in flight per destination when no DestinationRule sets `http2MaxRequests`
+    /// (`--max-requests-per-destination`; default 10,000; None: unbounded, Istio's).
+    pub max_requests: Option<usize>,
 }
 
 impl Default for PoolSettings {
@@ -71,6 +74,7 @@ impl Default for PoolSettings {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(4),
             max_idle: 128,
+            max_requests: Some(10_000),
         }
     }
 }
@@ -94,6 +98,11 @@ impl Default for Registry {
 }
 
 impl Registry {
+    /// The settings every pool of this registry uses.
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+
     /// A registry whose pools use `settings`, resolving names with the system's resolver.
     pub fn new(settings: PoolSettings) -> Self {
         Self::with_resolver(

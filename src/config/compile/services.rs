@@ -308,12 +308,21 @@ impl<'a> Services<'a> {
             protocol,
             endpoints,
             algorithm,
-            match dr {
-                Some(dr) => Limits {
-                    outlier: outlier_policy(dr, &subset_name, port.number, errors)?,
-                    ..connection_limits(dr, &subset_name, port.number, errors)?
-                },
-                None => Limits::default(),
+            {
+                let mut limits = match dr {
+                    Some(dr) => Limits {
+                        outlier: outlier_policy(dr, &subset_name, port.number, errors)?,
+                        ..connection_limits(dr, &subset_name, port.number, errors)?
+                    },
+                    None => Limits::default(),
+                };
+                // Without `http2MaxRequests`, the gateway's own bound on requests in flight
+                // to one destination: a slow upstream then sheds 503 UO instead of growing
+                // memory without limit.
+                limits.max_requests = limits
+                    .max_requests
+                    .or(self.registry.settings().max_requests);
+                limits
             },
         )
         .with_hash_key(hash_key);

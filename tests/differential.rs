@@ -25,25 +25,6 @@ use support::{TestGateway, Upstream, UpstreamHandle};
 
 const HOST: &str = "app.test";
 
-fn install_nginx() {
-    if Command::new("nginx").arg("-v").output().is_ok() {
-        return;
-    }
-    let apt = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(["-o", "DPkg::Lock::Timeout=300", "-qq"])
-            .args(args)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    let ok =
-        apt(&["install", "-y", "nginx"]) || (apt(&["update"]) && apt(&["install", "-y", "nginx"]));
-    assert!(
-        ok,
-        "missing nginx: apt-get install nginx failed (needs root)"
-    );
-}
-
 /// nginx proxying everything to `up`, as a reverse proxy is usually configured.
 struct Nginx {
     child: Child,
@@ -206,7 +187,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meshgate_refuses_everything_nginx_refuses_and_more() {
-    install_nginx();
+    support::ensure_debian_package("nginx", "-v", "nginx");
     let mg_up = Upstream::new("mg-up").run().await;
     let ngx_up = Upstream::new("nginx-up").run().await;
     let yaml = [

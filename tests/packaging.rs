@@ -16,6 +16,8 @@
 //!
 //! If a tool cannot be installed the tests fail with one line naming it; they never skip.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -1130,21 +1132,7 @@ fn grafana_dashboard_uses_real_metric_names() {
 /// unpacked image serves a route under chroot (about 20 s). Needs root; installs buildah.
 #[test]
 fn oci_image_from_scratch_serves_a_route() {
-    if Command::new("buildah").arg("--version").output().is_err() {
-        let apt = |args: &[&str]| {
-            Command::new("apt-get")
-                .args(["-o", "DPkg::Lock::Timeout=300", "-qq"])
-                .args(args)
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        let installed = apt(&["install", "-y", "buildah"])
-            || (apt(&["update"]) && apt(&["install", "-y", "buildah"]));
-        assert!(
-            installed,
-            "missing buildah: apt-get install buildah failed (needs root)"
-        );
-    }
+    support::ensure_debian_package("buildah", "--version", "buildah");
     let out = Command::new("bash")
         .arg(root().join("docker/oci-smoke.sh"))
         .env("MESHGATE_BIN", BIN)

@@ -17,25 +17,6 @@ use std::process::Command;
 use support::pki::Ca;
 use support::TestGateway;
 
-fn install_testssl() {
-    if Command::new("testssl").arg("--version").output().is_ok() {
-        return;
-    }
-    let apt = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(["-o", "DPkg::Lock::Timeout=300", "-qq"])
-            .args(args)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    let installed = apt(&["install", "-y", "testssl.sh"])
-        || (apt(&["update"]) && apt(&["install", "-y", "testssl.sh"]));
-    assert!(
-        installed,
-        "missing testssl: apt-get install testssl.sh failed (needs root)"
-    );
-}
-
 fn config(cert: &std::path::Path, key: &std::path::Path) -> String {
     format!(
         "apiVersion: networking.istio.io/v1
@@ -76,7 +57,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn testssl_finds_nothing_medium_or_worse() {
-    install_testssl();
+    support::ensure_debian_package("testssl", "--version", "testssl.sh");
     let ca = Ca::new("testssl CA");
     let leaf = ca.server_with_crl(
         "site",

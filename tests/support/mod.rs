@@ -28,3 +28,26 @@ pub async fn within_for<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
         Err(_) => panic!("timed out after {limit:?}"),
     }
 }
+
+/// Make sure the Debian package `package` providing `command` is installed: when
+/// `command probe_arg` cannot run, install it with apt-get (updating the lists once if the
+/// first attempt fails). Fails the test with one clear line when that is impossible.
+pub fn ensure_debian_package(command: &str, probe_arg: &str, package: &str) {
+    use std::process::Command;
+    if Command::new(command).arg(probe_arg).output().is_ok() {
+        return;
+    }
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(["-o", "DPkg::Lock::Timeout=300", "-qq"])
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let installed =
+        apt(&["install", "-y", package]) || (apt(&["update"]) && apt(&["install", "-y", package]));
+    assert!(
+        installed,
+        "missing {command}: apt-get install {package} failed (needs root)"
+    );
+}

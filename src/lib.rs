@@ -18,7 +18,8 @@
 //! # Data flow
 //!
 //! ```text
-//! TcpListener (listen) -> http::server (hyper-util auto: h1 + h2c) -> http::proxy
+//! TcpListener (listen) -> http::server (h2c by prior knowledge, or h1 in rounds:
+//!   http::keepalive; every h1 byte through http::framing) -> http::proxy
 //!   -> route::RouteTable::lookup -> action: redirect | directResponse | forward
 //!   -> upstream::Cluster::pick -> upstream::pool (checkout, send) -> retry loop
 //!   -> response streamed back; metrics + access log when the body ends (http::log)

@@ -1288,6 +1288,150 @@ async fn silent_connection_is_closed_within_header_timeout() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Between requests: keep-alive connections are parked after each response
+// ---------------------------------------------------------------------------------------------
+
+/// A request body the gateway answered without reading (a direct response) is never parsed
+/// as requests, even when it arrives after the answer and is made of requests.
+#[tokio::test]
+async fn an_unread_body_is_never_parsed_as_requests() {
+    let h = Harness::start().await;
+    let smuggled = format!("GET /public/smuggled HTTP/1.1\r\nHost: {HOST}\r\n\r\n").repeat(2000);
+    let mut s = TcpStream::connect(h.addr()).await.unwrap();
+    let head = format!(
+        "POST /direct HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\n\r\n",
+        smuggled.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let first = next_response(&mut s, "the POST").await;
+    assert_eq!((first.status, first.body()), (200, "direct".to_owned()));
+    // The body, made of requests, arrives right after the answer.
+    let _ = s.write_all(smuggled.as_bytes()).await;
+    let rest = read_replies(&mut s, 1).await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(
+        h.hits(),
+        0,
+        "a request inside the body reached the upstream"
+    );
+    assert!(
+        rest.responses().is_empty(),
+        "the body was answered as requests: {}",
+        rest.summary()
+    );
+    h.check_still_serving().await.unwrap();
+}
+
+/// Read from `s` until one complete final response arrived, and return it at once (no grace
+/// period for a close, unlike `read_replies`); panics if `s` closes first.
+async fn next_response(s: &mut TcpStream, what: &str) -> Resp {
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    loop {
+        let n = within(s.read(&mut buf)).await.unwrap();
+        assert!(
+            n > 0,
+            "{what}: closed; got {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+        if let Some(r) = parse_responses(&got, false)
+            .into_iter()
+            .find(|r| r.status >= 200)
+        {
+            return r;
+        }
+    }
+}
+
+/// A keep-alive connection serves requests after idle gaps (it is parked between them), with
+/// no `Connection: close`, and is closed once it stays idle for the header timeout.
+#[tokio::test]
+async fn idle_keep_alive_connection_serves_again_then_closes_after_the_header_timeout() {
+    let h = Harness::start().await;
+    let mut s = TcpStream::connect(h.addr()).await.unwrap();
+    for i in 0..3 {
+        s.write_all(format!("GET /public/{i} HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let r = next_response(&mut s, &format!("request {i}")).await;
+        assert_eq!((r.status, r.body()), (200, "up".to_owned()), "request {i}");
+        assert_eq!(
+            header_value(&r.head, "connection"),
+            None,
+            "request {i}: {}",
+            r.head
+        );
+        tokio::time::sleep(HEADER_TIMEOUT / 2).await;
+    }
+    let (mut rd, _wr) = s.into_split();
+    let ex = read_until_close(&mut rd, HEADER_TIMEOUT + TIMEOUT_SLACK).await;
+    assert!(
+        ex.closed && ex.bytes.is_empty(),
+        "idle connection: {}",
+        ex.summary()
+    );
+    assert_eq!(h.hits(), 3);
+}
+
+/// A client that sends its next request the moment the previous answer is complete never
+/// gets `Connection: close` (the next request must not start inside the ending round). Two
+/// runtime threads, so the client writes while the gateway is still busy with the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_requests_keep_the_connection() {
+    let h = Harness::start().await;
+    let mut s = TcpStream::connect(h.addr()).await.unwrap();
+    for i in 0..1000 {
+        let path = if i % 2 == 0 { "/direct" } else { "/public/x" };
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let r = next_response(&mut s, &format!("request {i}")).await;
+        assert_eq!(r.status, 200, "request {i}");
+        assert_eq!(
+            header_value(&r.head, "connection"),
+            None,
+            "request {i}: {}",
+            r.head
+        );
+    }
+}
+
+/// `Connection: close` from an HTTP/1.1 client, and HTTP/1.0 without keep-alive, are answered
+/// and closed; HTTP/1.0 with `Connection: keep-alive` keeps its connection.
+#[tokio::test]
+async fn connection_close_and_http_1_0_keep_alive_are_honoured() {
+    let h = Harness::start().await;
+    for raw in [
+        format!("GET /public/c HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"),
+        format!("GET /public/c HTTP/1.0\r\nHost: {HOST}\r\n\r\n"),
+    ] {
+        let ex = exchange(h.addr(), raw.as_bytes(), 1).await;
+        let r = ex
+            .first_final()
+            .unwrap_or_else(|| panic!("{raw:?}: {ex:?}"));
+        assert_eq!(r.status, 200, "{raw:?}");
+        assert!(ex.closed, "{raw:?}: connection left open");
+    }
+    let mut s = TcpStream::connect(h.addr()).await.unwrap();
+    for i in 0..3 {
+        s.write_all(
+            format!("GET /public/{i} HTTP/1.0\r\nHost: {HOST}\r\nConnection: keep-alive\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let r = next_response(&mut s, &format!("HTTP/1.0 keep-alive request {i}")).await;
+        assert_eq!(
+            (r.status, r.body()),
+            (200, "up".to_owned()),
+            "HTTP/1.0 request {i}: {}",
+            r.head
+        );
+    }
+    assert_eq!(h.hits(), 5);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Never an open proxy
 // ---------------------------------------------------------------------------------------------
 

@@ -20,8 +20,11 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Largest request head the guard follows; hyper refuses longer ones itself (431).
@@ -79,6 +82,9 @@ struct Head {
     switches: bool,
 }
 
+/// How many recent request ends [`Framing`] remembers (pipelined requests in one read).
+const ENDS: usize = 8;
+
 /// The framing scanner of one downstream HTTP/1 connection.
 #[derive(Debug)]
 pub struct Framing {
@@ -86,6 +92,12 @@ pub struct Framing {
     head: Head,
     /// A head line split across reads.
     carry: Vec<u8>,
+    /// Bytes of the stream scanned before the current `scan` call.
+    offset: u64,
+    /// Stream offsets where the most recent requests ended (a ring, `ENDS` long).
+    ends: [u64; ENDS],
+    /// Next slot of `ends` to write.
+    next_end: usize,
 }
 
 impl Default for Framing {
@@ -104,6 +116,9 @@ impl Framing {
             state: State::Head,
             head: Head::default(),
             carry: Vec::new(),
+            offset: 0,
+            ends: [0; ENDS],
+            next_end: 0,
         }
     }
 
@@ -112,10 +127,34 @@ impl Framing {
         self.state != State::Off
     }
 
+    /// Bytes of the stream scanned so far.
+    pub fn scanned(&self) -> u64 {
+        self.offset
+    }
+
+    /// Whether everything scanned so far is complete requests (the next byte would start a
+    /// new one).
+    pub fn between_requests(&self) -> bool {
+        self.state == State::Head && !self.head.started && self.carry.is_empty()
+    }
+
+    /// Whether a request ended exactly `at` bytes into the stream (one of the last few; the
+    /// start of the stream counts), while the scanner still follows the stream. A parser
+    /// stopped there is between requests: not inside a head or a body.
+    pub fn request_ends_at(&self, at: u64) -> bool {
+        self.active() && (at == 0 || self.ends.contains(&at))
+    }
+
     /// Scan bytes just read, in order, before hyper sees them. On a violation whose request
     /// head ends inside `buf`, that head is made invalid in place and `Ok(true)` is returned
     /// (hyper refuses it); on one whose head was released by an earlier read, `Err`.
     pub fn scan(&mut self, buf: &mut [u8]) -> Result<bool, Violation> {
+        let r = self.scan_inner(buf);
+        self.offset += buf.len() as u64;
+        r
+    }
+
+    fn scan_inner(&mut self, buf: &mut [u8]) -> Result<bool, Violation> {
         // Where the current request's head ended inside `buf`, if it did.
         let mut head_end: Option<usize> = None;
         let mut i = 0;
@@ -129,7 +168,7 @@ impl Framing {
                         .min(buf.len() - i);
                     let left = left - take as u64;
                     self.state = if left == 0 {
-                        self.next_request(&mut head_end)
+                        self.next_request(&mut head_end, i + take)
                     } else {
                         State::Fixed(left)
                     };
@@ -147,7 +186,9 @@ impl Framing {
                     };
                     Ok(i + take)
                 }
-                _ => self.chunk_byte(buf[i], &mut head_end).map(|()| i + 1),
+                _ => self
+                    .chunk_byte(buf[i], &mut head_end, i + 1)
+                    .map(|()| i + 1),
             };
             match step {
                 Ok(next) => i = next,
@@ -197,7 +238,7 @@ impl Framing {
         self.carry = carry;
         if done {
             *head_end = Some(end);
-            self.end_of_head(head_end)?;
+            self.end_of_head(head_end, end + 1)?;
         }
         Ok(end + 1)
     }
@@ -242,8 +283,9 @@ impl Framing {
         false
     }
 
-    /// The head is complete: refuse ambiguous framing, then follow the body.
-    fn end_of_head(&mut self, head_end: &mut Option<usize>) -> Result<(), Violation> {
+    /// The head is complete (it ended before `at` in the current read): refuse ambiguous
+    /// framing, then follow the body.
+    fn end_of_head(&mut self, head_end: &mut Option<usize>, at: usize) -> Result<(), Violation> {
         if self.state == State::Off {
             return Ok(());
         }
@@ -267,21 +309,29 @@ impl Framing {
         } else {
             match h.cl {
                 Some(n) if n > 0 => State::Fixed(n),
-                _ => self.next_request(head_end),
+                _ => self.next_request(head_end, at),
             }
         };
         Ok(())
     }
 
-    /// The current request ended: the next one starts with a fresh head.
-    fn next_request(&mut self, head_end: &mut Option<usize>) -> State {
+    /// The current request ended before `at` in the current read: the next one starts with
+    /// a fresh head.
+    fn next_request(&mut self, head_end: &mut Option<usize>, at: usize) -> State {
         self.head = Head::default();
         *head_end = None;
+        self.ends[self.next_end] = self.offset + at as u64;
+        self.next_end = (self.next_end + 1) % ENDS;
         State::Head
     }
 
-    /// One byte of chunked framing.
-    fn chunk_byte(&mut self, b: u8, head_end: &mut Option<usize>) -> Result<(), Violation> {
+    /// One byte of chunked framing; the byte ends before `at` in the current read.
+    fn chunk_byte(
+        &mut self,
+        b: u8,
+        head_end: &mut Option<usize>,
+        at: usize,
+    ) -> Result<(), Violation> {
         self.state = match (self.state, b) {
             (State::Size(n, d), b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F') => {
                 if d >= 16 {
@@ -316,7 +366,7 @@ impl Framing {
             (State::Trailer, b'\r') => State::TrailerLf,
             (State::TrailerStart | State::Trailer, _) => State::Trailer,
             (State::TrailerLf, b'\n') => State::TrailerStart,
-            (State::EndLf, b'\n') => self.next_request(head_end),
+            (State::EndLf, b'\n') => self.next_request(head_end, at),
             (State::TrailerLf | State::EndLf, _) => return Err("bare CR in the trailer section"),
             (State::Head | State::Fixed(_) | State::Data(_) | State::Off, _) => self.state,
         };
@@ -350,7 +400,18 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
 pub struct Guarded<I> {
     io: I,
     framing: Framing,
+    /// Bytes already read and scanned that the next reader gets first: what hyper had
+    /// buffered but not parsed when its connection was parked, or what a parked wait read.
+    unread: Bytes,
+    /// Something was written (or a write had to wait) since the last completed flush.
+    unflushed: bool,
+    /// Where `at_rest` is published after every read, write and flush, for an owner that
+    /// cannot reach this connection while hyper holds it.
+    rest: Option<Arc<AtomicBool>>,
 }
+
+/// The most a parked connection reads at once (on the stack, copied out exactly).
+const PARKED_READ: usize = 2048;
 
 impl<I> Guarded<I> {
     /// Watch the HTTP/1 requests read from `io`.
@@ -358,7 +419,126 @@ impl<I> Guarded<I> {
         Self {
             io,
             framing: Framing::new(),
+            unread: Bytes::new(),
+            unflushed: false,
+            rest: None,
         }
+    }
+
+    /// Publish `at_rest` to `flag` from now on.
+    pub fn report_rest(&mut self, flag: Arc<AtomicBool>) {
+        flag.store(self.at_rest(), Relaxed);
+        self.rest = Some(flag);
+    }
+
+    fn publish(&self) {
+        if let Some(flag) = &self.rest {
+            flag.store(self.at_rest(), Relaxed);
+        }
+    }
+
+    /// Whether the connection is at rest: every byte read so far belongs to complete
+    /// requests, nothing is waiting to be read again, and everything written was flushed.
+    pub fn at_rest(&self) -> bool {
+        self.unread.is_empty() && !self.unflushed && self.framing.between_requests()
+    }
+
+    /// Bytes waiting to be read again.
+    pub fn unread(&self) -> &[u8] {
+        &self.unread
+    }
+
+    /// The connection itself.
+    pub fn get_ref(&self) -> &I {
+        &self.io
+    }
+
+    /// Take back `buffered`, the bytes a parser read but did not parse, to be read again
+    /// before the socket. True when the parser stopped exactly between two requests, so
+    /// the stream may be parsed on from there; false when it stopped inside a request
+    /// (a body it did not read, a head it gave up on), where parsing on would read body
+    /// bytes as a request.
+    pub fn rewind(&mut self, buffered: Bytes) -> bool {
+        let pending = (buffered.len() + self.unread.len()) as u64;
+        let Some(parsed) = self.framing.scanned().checked_sub(pending) else {
+            return false;
+        };
+        if !self.framing.request_ends_at(parsed) {
+            return false;
+        }
+        // An empty `buffered` may still hold the parser's whole read buffer alive: drop it.
+        self.unread = if buffered.is_empty() {
+            std::mem::take(&mut self.unread)
+        } else if self.unread.is_empty() {
+            Bytes::copy_from_slice(&buffered)
+        } else {
+            let mut v = Vec::with_capacity(buffered.len() + self.unread.len());
+            v.extend_from_slice(&buffered);
+            v.extend_from_slice(&self.unread);
+            Bytes::from(v)
+        };
+        true
+    }
+
+    /// Put `buffered` back in front of the stream unconditionally (an upgraded connection
+    /// is no longer HTTP/1, so there is no request boundary to check).
+    pub fn rewind_raw(&mut self, buffered: Bytes) {
+        if !buffered.is_empty() {
+            let mut v = Vec::with_capacity(buffered.len() + self.unread.len());
+            v.extend_from_slice(&buffered);
+            v.extend_from_slice(&self.unread);
+            self.unread = Bytes::from(v);
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> Guarded<I> {
+    /// Read and scan the next bytes from the socket into `buf`; true when a head in them
+    /// was refused and needs a blank line after it (see `poll_read`).
+    fn poll_scanned(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<bool>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
+        if !self.framing.active() {
+            return Poll::Ready(Ok(false));
+        }
+        match self.framing.scan(&mut buf.filled_mut()[before..]) {
+            Ok(refused) => Poll::Ready(Ok(refused)),
+            Err(v) => {
+                tracing::debug!(violation = v, "ambiguous framing in a request body");
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, v)))
+            }
+        }
+    }
+
+    /// Wait for the client's next bytes holding no buffer while waiting; what arrives is
+    /// kept to be read again. Ready with the number of bytes (0: the client closed).
+    pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut stack = [0u8; PARKED_READ];
+        let mut buf = ReadBuf::new(&mut stack);
+        let refused = ready!(self.poll_scanned(cx, &mut buf))?;
+        let got = buf.filled();
+        if got.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let mut v = Vec::with_capacity(got.len() + 4);
+        v.extend_from_slice(got);
+        if refused {
+            v.extend_from_slice(b"\r\n\r\n");
+        }
+        let n = v.len();
+        // What was read comes after anything already waiting.
+        if !self.unread.is_empty() {
+            let mut all = Vec::with_capacity(self.unread.len() + v.len());
+            all.extend_from_slice(&self.unread);
+            all.extend_from_slice(&v);
+            v = all;
+        }
+        self.unread = Bytes::from(v);
+        Poll::Ready(Ok(n))
     }
 }
 
@@ -368,26 +548,22 @@ impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
-        if self.framing.active() {
-            match self.framing.scan(&mut buf.filled_mut()[before..]) {
-                Ok(false) => {}
-                // After a partial read hyper only parses again once it sees a blank line
-                // (a fast completeness check), and the refused head's own blank line was
-                // just broken: give it one so it parses, fails and answers 400 at once. The
-                // connection is closed after that answer; these bytes are never forwarded.
-                Ok(true) => {
-                    if buf.remaining() >= 4 {
-                        buf.put_slice(b"\r\n\r\n");
-                    }
-                }
-                Err(v) => {
-                    tracing::debug!(violation = v, "ambiguous framing in a request body");
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, v)));
-                }
-            }
+        if !self.unread.is_empty() {
+            let n = self.unread.len().min(buf.remaining());
+            let chunk = self.unread.split_to(n);
+            buf.put_slice(&chunk);
+            self.publish();
+            return Poll::Ready(Ok(()));
         }
+        // After a partial read hyper only parses again once it sees a blank line (a fast
+        // completeness check), and a refused head's own blank line was just broken: give
+        // it one so it parses, fails and answers 400 at once. The connection is closed
+        // after that answer; these bytes are never forwarded.
+        let refused = ready!(self.poll_scanned(cx, buf))?;
+        if refused && buf.remaining() >= 4 {
+            buf.put_slice(b"\r\n\r\n");
+        }
+        self.publish();
         Poll::Ready(Ok(()))
     }
 }
@@ -398,6 +574,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.unflushed = true;
+        self.publish();
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
@@ -406,6 +584,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.unflushed = true;
+        self.publish();
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
@@ -414,7 +594,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        self.unflushed = false;
+        self.publish();
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -544,6 +727,85 @@ mod tests {
                 .to_vec();
         ws.extend_from_slice(b"\x81\x05hello\n\n\n");
         assert_eq!(run(&ws, &[]), (Ok(()), ws.clone()));
+    }
+
+    #[test]
+    fn request_ends_are_remembered_and_bodies_are_not_ends() {
+        let mut input = req("Content-Length: 5\r\n", b"hello");
+        let first = input.len() as u64;
+        input.extend(req(
+            "Transfer-Encoding: chunked\r\n",
+            b"3\r\nabc\r\n0\r\n\r\n",
+        ));
+        let second = input.len() as u64;
+        input.extend_from_slice(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        let third = input.len() as u64;
+        for cut in [1, 20, first as usize + 3, input.len() - 2] {
+            let mut f = Framing::new();
+            let (a, b) = input.split_at(cut);
+            assert_eq!(f.scan(&mut a.to_vec()), Ok(false));
+            assert_eq!(f.scan(&mut b.to_vec()), Ok(false));
+            assert_eq!(f.scanned(), third);
+            for end in [first, second, third] {
+                assert!(f.request_ends_at(end), "cut {cut}: end {end}");
+            }
+            // Inside the first body, inside the chunked body, inside the last head.
+            for inside in [first - 2, first + 40, second + 5, 1] {
+                assert!(!f.request_ends_at(inside), "cut {cut}: {inside}");
+            }
+        }
+    }
+
+    /// Read everything from `g` in reads of at most `step` bytes.
+    async fn read_all<I: AsyncRead + Unpin>(g: &mut Guarded<I>, step: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt as _;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; step];
+        loop {
+            let n = g.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[tokio::test]
+    async fn rewind_only_between_requests_and_unread_bytes_come_first() {
+        let mut input = req("Content-Length: 5\r\n", b"hello");
+        let first = input.len();
+        input.extend_from_slice(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n");
+        let mut g = Guarded::new(std::io::Cursor::new(input.clone()));
+        assert_eq!(read_all(&mut g, 7).await, input);
+        // A parser that stopped inside the body may not be continued.
+        assert!(!g.rewind(Bytes::copy_from_slice(&input[first - 2..])));
+        // One that stopped after the first request may: the rest is read again, first.
+        assert!(g.rewind(Bytes::copy_from_slice(&input[first..])));
+        assert_eq!(g.unread(), &input[first..]);
+        assert_eq!(read_all(&mut g, 4).await, &input[first..]);
+        // And once everything was parsed, with nothing left over.
+        assert!(g.rewind(Bytes::new()));
+        assert!(g.unread().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_parked_wait_keeps_what_arrives_and_sees_a_close() {
+        let input = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
+        let mut g = Guarded::new(std::io::Cursor::new(input.clone()));
+        let n = std::future::poll_fn(|cx| g.poll_fill(cx))
+            .await
+            .unwrap_or(0);
+        assert_eq!(n, input.len());
+        assert_eq!(g.unread(), &input[..]);
+        assert_eq!(read_all(&mut g, 64).await, input);
+        assert_eq!(
+            std::future::poll_fn(|cx| g.poll_fill(cx))
+                .await
+                .unwrap_or(9),
+            0
+        );
+        // The request was scanned once, by the wait: it ends where it should.
+        assert!(g.rewind(Bytes::new()));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod framing;
 pub mod headers;
+mod keepalive;
 mod log;
 pub mod mirror;
 pub mod proxy;

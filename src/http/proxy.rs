@@ -19,12 +19,12 @@ use http::{HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
 
 use super::headers;
 use super::log::{RequestBytes, RequestRecord};
 use super::respond;
 use super::strict;
+use super::upgrade::Downstream;
 use crate::body::{ProxyBody, Streamed, UpBody};
 use crate::config::{ConfigStore, Snapshot, TlsMode, TlsServer};
 use crate::error::{ErrorKind, ProxyError};
@@ -372,7 +372,7 @@ impl Proxy {
         let extended_connect = h2_protocol.is_some();
         let mut upgrade = h2_protocol
             .or_else(|| headers::upgrade_request(&parts.headers, parts.version))
-            .and_then(|proto| Some((proto, parts.extensions.remove::<OnUpgrade>()?)));
+            .and_then(|proto| Some((proto, Downstream::take(&mut parts.extensions)?)));
         if extended_connect {
             parts.method = Method::GET;
             if upgrade
@@ -596,7 +596,13 @@ impl Proxy {
                     if let Some(c) = &hashed.set_cookie {
                         rparts.headers.append(http::header::SET_COOKIE, c.clone());
                     }
-                    rparts.version = downstream_version;
+                    // hyper writes an HTTP/1.0 status line for an HTTP/1.0 client whatever
+                    // this says, but keeps that client's connection alive (when it asked
+                    // with `Connection: keep-alive`) only for a response marked HTTP/1.1.
+                    rparts.version = match downstream_version {
+                        Version::HTTP_10 => Version::HTTP_11,
+                        v => v,
+                    };
                     rec.status = rparts.status.as_u16();
                     rec.grpc_status = grpc_status;
                     rec.flags = if exhausted { "URX" } else { "-" };

@@ -1,9 +1,9 @@
-//! Serving one downstream connection: hyper-util's auto builder (HTTP/1.1 and h2c prior
-//! knowledge on the same port), header read timeout, header case preserved, and graceful
-//! shutdown when the drain token fires (HTTP/1 closes after the in-flight request, HTTP/2
-//! sends GOAWAY).
+//! Serving one downstream connection: HTTP/1.1 (in rounds, see `keepalive`) or HTTP/2 by
+//! prior knowledge on the same port, told apart by the first bytes; header read timeout,
+//! header case preserved, and graceful shutdown when the drain token fires (HTTP/1 closes
+//! after the in-flight request, HTTP/2 sends GOAWAY).
 //!
-//! Depends on: hyper, hyper-util, `http::proxy`, `shutdown`.
+//! Depends on: hyper, hyper-util, `http::keepalive`, `http::framing`, `http::proxy`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
+use super::keepalive;
 use super::proxy::{ConnInfo, Proxy};
 
 /// Connection-level HTTP settings.
@@ -66,7 +66,11 @@ impl Default for HttpLimits {
     }
 }
 
-/// Serve HTTP on `io` until the client closes or `stop` fires and in-flight work ends.
+/// The HTTP/2 connection preface (RFC 9113 §3.4) that starts a prior-knowledge connection.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serve HTTP on `io` until the client closes, stays silent for the header timeout, or
+/// `stop` fires and in-flight work ends.
 pub async fn serve<I>(
     io: I,
     proxy: Arc<Proxy>,
@@ -76,30 +80,75 @@ pub async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Every connection's request bytes pass the framing guard (it steps aside for h2).
+    let mut io = super::framing::Guarded::new(io);
+    // The first bytes tell HTTP/2 prior knowledge from HTTP/1.
+    let h2 = loop {
+        let wait = stop.cancelled();
+        tokio::pin!(wait);
+        if !keepalive::next_bytes(&mut io, settings.header_read_timeout, wait).await {
+            keepalive::close(io).await;
+            return;
+        }
+        let got = io.unread();
+        let n = got.len().min(H2_PREFACE.len());
+        if got[..n] != H2_PREFACE[..n] {
+            break false;
+        }
+        if n == H2_PREFACE.len() {
+            break true;
+        }
+    };
+    let limits = settings.limits;
+    if !h2 {
+        let round = keepalive::Round::new(conn);
+        io.report_rest(round.rest_flag());
+        let noted = round.clone();
+        let service = service_fn(move |mut req| {
+            let proxy = proxy.clone();
+            let round = noted.clone();
+            round.request(&mut req);
+            async move {
+                let resp = proxy.handle(req, &round.conn).await;
+                Ok::<_, Infallible>(round.response(resp))
+            }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_read_timeout)
+            .preserve_header_case(true)
+            // The request head (line and headers) may use at most this much; beyond it
+            // hyper answers 431. Long request targets get 414 from `strict`.
+            .max_buf_size(limits.max_request_head.max(8192))
+            .max_headers(limits.max_request_headers)
+            .keep_alive(true);
+        let idle = settings.header_read_timeout;
+        keepalive::serve(io, service, builder, &round, idle, &stop).await;
+        return;
+    }
+    // Boxed: its state would otherwise size the task of every HTTP/1 connection too.
+    Box::pin(serve_h2(io, proxy, conn, limits, stop)).await;
+}
+
+/// Serve an HTTP/2 prior-knowledge connection.
+async fn serve_h2<I>(
+    io: super::framing::Guarded<I>,
+    proxy: Arc<Proxy>,
+    conn: ConnInfo,
+    limits: HttpLimits,
+    stop: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let conn = Arc::new(conn);
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
         let conn = conn.clone();
-        // hyper keeps its box of this future for the life of the connection, so its size
-        // (Proxy::handle's state: 4.9 KiB in release builds, 11 KiB before the connect path
-        // was boxed) stays resident on every idle keep-alive connection. Boxing it per
-        // request instead would copy it per request (+11,000 instructions at 11 KiB).
         async move { Ok::<_, Infallible>(proxy.handle(req, &conn).await) }
     });
-    let limits = settings.limits;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        .preserve_header_case(true)
-        // The request head (line and headers) may use at most this much; beyond it hyper
-        // answers 431. Long request targets get 414 from `strict`.
-        .max_buf_size(limits.max_request_head.max(8192))
-        .max_headers(limits.max_request_headers)
-        .keep_alive(true);
-    builder
-        .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_request_head).unwrap_or(u32::MAX))
@@ -109,9 +158,7 @@ pub async fn serve<I>(
         .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
         // RFC 8441: WebSocket over HTTP/2.
         .enable_connect_protocol();
-    // Every connection's request bytes pass the framing guard (it steps aside for h2).
-    let io = super::framing::Guarded::new(io);
-    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let served = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(served);
     tokio::select! {
         res = served.as_mut() => {

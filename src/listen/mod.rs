@@ -127,17 +127,8 @@ async fn handle(
     let protocol = ctx.proxy.store.load().listener(port).map(|l| l.protocol);
     match protocol {
         Some(PortProtocol::Http) => {
-            // hyper's header timeout starts with the first byte; a client that connects and
-            // says nothing must not hold a connection slot forever.
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(ctx.http.header_read_timeout, stream.peek(&mut first)).await
-            {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => {
-                    tracing::debug!("no request bytes within the header timeout: closing");
-                    return;
-                }
-            }
+            // A client that connects and says nothing is closed after the header timeout
+            // (`serve` waits for its first bytes).
             let conn = ConnInfo {
                 client,
                 port,
@@ -147,12 +138,14 @@ async fn handle(
             };
             server::serve(stream, ctx.proxy.clone(), conn, ctx.http, stop).await;
         }
-        Some(PortProtocol::Tls) => tls::serve(stream, client, port, ctx, stop).await,
+        // Boxed, as is the TCP proxy: their state would otherwise size the task of every
+        // plain HTTP connection too.
+        Some(PortProtocol::Tls) => Box::pin(tls::serve(stream, client, port, ctx, stop)).await,
         Some(PortProtocol::Tcp) => {
             let snap = ctx.proxy.store.load();
             match snap.tcp.get(&port).and_then(|r| r.first()) {
                 Some(route) => {
-                    tcp::forward(
+                    Box::pin(tcp::forward(
                         stream,
                         client,
                         bytes::Bytes::new(),
@@ -160,7 +153,7 @@ async fn handle(
                         route,
                         ctx.l4,
                         &ctx.proxy.metrics,
-                    )
+                    ))
                     .await
                 }
                 None => tracing::debug!(port, "no TCP route: closing"),

@@ -1,0 +1,425 @@
+//! HTTP/1.1 connections between requests. hyper keeps a read buffer, a write buffer and the
+//! box of the request state for as long as its connection object lives: about 27 KiB
+//! resident on every idle keep-alive connection. So a connection is served in rounds: a
+//! hyper connection serves requests for as long as they keep coming; once the connection
+//! has been at rest for a full `PARK_AFTER` tick (no request started, every response
+//! written and flushed, no partial request read), the driver takes the socket back from
+//! hyper and drops hyper's state, and the connection waits for the client's next bytes
+//! holding only the socket. Those bytes start a fresh round. A busy connection pays one
+//! timer tick per `PARK_AFTER`, not anything per request.
+//!
+//! An idle connection is closed once it was silent for the header timeout after being
+//! parked; within a round hyper's own header timeout applies to a request head.
+//!
+//! Depends on: hyper (http1), tokio, `http::framing`, `http::upgrade`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::HttpService;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::framing::Guarded;
+use super::proxy::ConnInfo;
+use super::upgrade::{Handover, Io};
+
+/// How long a connection must be at rest before it is parked (checked once per tick, so a
+/// connection is parked between one and two ticks after its last exchange).
+pub(super) const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// How long closing a connection may take (a TLS close_notify to a client not reading).
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// One HTTP/1.1 connection as its requests and its driver share it.
+pub(super) struct Round {
+    /// Who and where the client is.
+    pub(super) conn: ConnInfo,
+    /// Set by the connection's `Guarded` while it is at rest (`Guarded::at_rest`).
+    rest: Arc<AtomicBool>,
+    /// Requests handed to the proxy.
+    started: AtomicU32,
+    /// Response bodies hyper has finished with (written, or abandoned).
+    finished: AtomicU32,
+    /// Rounds that ended with the connection parked.
+    parks: AtomicU64,
+    /// The response to an upgrade request was 101.
+    switched: AtomicBool,
+    /// Where the connection goes after a 101 (only for requests that may upgrade).
+    handover: Mutex<Option<oneshot::Sender<Box<dyn Io>>>>,
+}
+
+impl Round {
+    /// The shared state of a new connection from `conn`.
+    pub(super) fn new(conn: ConnInfo) -> Arc<Self> {
+        Arc::new(Self {
+            conn,
+            rest: Arc::new(AtomicBool::new(false)),
+            started: AtomicU32::new(0),
+            finished: AtomicU32::new(0),
+            parks: AtomicU64::new(0),
+            switched: AtomicBool::new(false),
+            handover: Mutex::new(None),
+        })
+    }
+
+    /// The flag the connection's `Guarded` keeps up to date.
+    pub(super) fn rest_flag(&self) -> Arc<AtomicBool> {
+        self.rest.clone()
+    }
+
+    /// Note a request hyper is about to hand to the proxy: one that may switch protocols
+    /// gets a slot through which the driver hands the connection over after the 101.
+    pub(super) fn request(&self, req: &mut Request<Incoming>) {
+        self.started.fetch_add(1, Relaxed);
+        // hyper marks the requests that may switch protocols (`Upgrade`, `CONNECT`); looking
+        // at the extensions is cheaper than a header lookup on every request.
+        if req.extensions().get::<OnUpgrade>().is_some() {
+            let (tx, rx) = oneshot::channel();
+            if let Ok(mut slot) = self.handover.lock() {
+                *slot = Some(tx);
+                req.extensions_mut().insert(Handover::new(rx));
+            }
+        }
+    }
+
+    /// Note the response the proxy hands to hyper; its body reports back when hyper is done
+    /// with it.
+    pub(super) fn response<B>(self: Arc<Self>, resp: Response<B>) -> Response<Tracked<B>> {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            self.switched.store(true, Relaxed);
+        }
+        resp.map(|body| Tracked { body, round: self })
+    }
+
+    /// Every request has its response and hyper is done with every response body.
+    fn settled(&self) -> bool {
+        self.started.load(Relaxed) == self.finished.load(Relaxed)
+    }
+
+    fn take_handover(&self) -> Option<oneshot::Sender<Box<dyn Io>>> {
+        self.handover.lock().ok().and_then(|mut s| s.take())
+    }
+}
+
+/// A response body that tells its connection's driver when hyper has dropped it.
+pub(super) struct Tracked<B> {
+    body: B,
+    round: Arc<Round>,
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        self.round.finished.fetch_add(1, Relaxed);
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Serve HTTP/1.1 rounds on `io` (which holds the first request bytes) until the client
+/// closes, stays silent for `idle` once parked, or `stop` fires.
+pub(super) async fn serve<I, S>(
+    mut io: Guarded<I>,
+    mut service: S,
+    builder: http1::Builder,
+    round: &Round,
+    idle: Duration,
+    stop: &CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<Incoming> + Unpin,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let cancelled = stop.cancelled();
+    tokio::pin!(cancelled);
+    loop {
+        if io.unread().is_empty() && !next_bytes(&mut io, idle, cancelled.as_mut()).await {
+            close(io).await;
+            return;
+        }
+        // Boxed: the task of a parked connection then holds none of hyper's state.
+        let ended = Box::pin(serve_round(
+            io,
+            service,
+            &builder,
+            round,
+            stop,
+            cancelled.as_mut(),
+        ));
+        match ended.await {
+            Some((back, svc)) => (io, service) = (back, svc),
+            None => return,
+        }
+    }
+}
+
+/// Wait, holding no buffer, for the client's next bytes; false if it closed, stayed silent
+/// for `idle` or `cancelled` fired first.
+pub(super) async fn next_bytes<I: AsyncRead + Unpin>(
+    io: &mut Guarded<I>,
+    idle: Duration,
+    cancelled: Pin<&mut (impl Future<Output = ()> + Send)>,
+) -> bool {
+    let fill = std::future::poll_fn(|cx| io.poll_fill(cx));
+    tokio::select! {
+        biased;
+        r = fill => matches!(r, Ok(n) if n > 0),
+        () = cancelled => false,
+        () = tokio::time::sleep(idle) => {
+            tracing::debug!("no request bytes within the header timeout: closing");
+            false
+        }
+    }
+}
+
+/// Close `io` politely (FIN, or TLS close_notify), within a bound.
+pub(super) async fn close<I: AsyncWrite + Unpin>(mut io: I) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, io.shutdown()).await;
+}
+
+/// How a round's hyper connection stopped being polled.
+enum Stop {
+    /// hyper finished: closed, or switched protocols.
+    Finished(hyper::Result<()>),
+    /// The connection was at rest for a whole tick.
+    AtRest,
+}
+
+/// One hyper connection over `io`, until it finishes or the connection is at rest for a
+/// whole `PARK_AFTER` tick; the socket and the service back in the second case.
+async fn serve_round<I, S>(
+    io: Guarded<I>,
+    service: S,
+    builder: &http1::Builder,
+    round: &Round,
+    stop: &CancellationToken,
+    mut cancelled: Pin<&mut (impl Future<Output = ()> + Send)>,
+) -> Option<(Guarded<I>, S)>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<Incoming> + Unpin,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conn = builder.serve_connection(TokioIo::new(io), service);
+    let mut draining = false;
+    let tick = tokio::time::sleep(PARK_AFTER);
+    tokio::pin!(tick);
+    // Requests started when the tick was last armed: any since means the connection was
+    // not at rest for the whole tick.
+    let mut seen = round.started.load(Relaxed);
+    let stopped = std::future::poll_fn(|cx| loop {
+        if let Poll::Ready(r) = Pin::new(&mut conn).poll(cx) {
+            return Poll::Ready(Stop::Finished(r));
+        }
+        if !draining && cancelled.as_mut().poll(cx).is_ready() {
+            // HTTP/1 closes after the request in flight (or at once when idle).
+            draining = true;
+            Pin::new(&mut conn).graceful_shutdown();
+            continue;
+        }
+        if draining || tick.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let started = round.started.load(Relaxed);
+        if started == seen && round.settled() && round.rest.load(Relaxed) {
+            return Poll::Ready(Stop::AtRest);
+        }
+        seen = started;
+        tick.as_mut()
+            .reset(tokio::time::Instant::now() + PARK_AFTER);
+    })
+    .await;
+    match stopped {
+        Stop::AtRest => {
+            let parts = conn.into_parts();
+            let mut io = parts.io.into_inner();
+            // hyper had nothing unparsed (the guard saw only complete requests), so this
+            // is a request boundary; checked again all the same.
+            if io.rewind(parts.read_buf) && !stop.is_cancelled() {
+                round.parks.fetch_add(1, Relaxed);
+                return Some((io, parts.service));
+            }
+            close(io).await;
+            None
+        }
+        // Closed (the client closed or asked to, draining, a header timeout), or switched
+        // protocols: hyper then leaves the connection to its owner.
+        Stop::Finished(Ok(())) => {
+            if round.switched.swap(false, Relaxed) {
+                if let Some(tx) = round.take_handover() {
+                    let parts = conn.into_parts();
+                    let mut io = parts.io.into_inner();
+                    io.rewind_raw(parts.read_buf);
+                    let _ = tx.send(Box::new(io));
+                }
+            }
+            None
+        }
+        Stop::Finished(Err(e)) => {
+            tracing::debug!(error = %e, "connection ended with error");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A connection served by `serve` (answers "ok" to everything) and the client's end.
+    fn start() -> (DuplexStream, Arc<Round>, tokio::task::JoinHandle<()>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let round = Round::new(ConnInfo {
+            client: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+            port: 8080,
+            scheme: "http",
+            sni: None,
+            peer_cert: None,
+        });
+        let shared = round.clone();
+        let task = tokio::spawn(async move {
+            let round = shared;
+            let mut io = Guarded::new(server);
+            io.report_rest(round.rest_flag());
+            let stop = CancellationToken::new();
+            if !next_bytes(&mut io, HEADER_TIMEOUT, std::pin::pin!(stop.cancelled())).await {
+                return;
+            }
+            let noted = round.clone();
+            let service = service_fn(move |mut req| {
+                let round = noted.clone();
+                round.request(&mut req);
+                async move {
+                    let resp = Response::new(Full::new(Bytes::from_static(b"ok")));
+                    Ok::<_, Infallible>(round.response(resp))
+                }
+            });
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(true);
+            serve(io, service, builder, &round, HEADER_TIMEOUT, &stop).await;
+        });
+        (client, round, task)
+    }
+
+    /// Read one response (its body is "ok"); `None` if the connection closed first.
+    async fn response(c: &mut DuplexStream) -> Option<String> {
+        responses(c, 1).await
+    }
+
+    /// Read `n` responses; `None` if the connection closed first.
+    async fn responses(c: &mut DuplexStream, n: usize) -> Option<String> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while String::from_utf8_lossy(&got).matches("\r\n\r\nok").count() < n {
+            let n = c.read(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        Some(String::from_utf8_lossy(&got).into_owned())
+    }
+
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_parked_served_again_and_closed_after_the_timeout() {
+        let (mut c, round, task) = start();
+        for i in 0..3 {
+            c.write_all(GET).await.unwrap_or_default();
+            let r = response(&mut c).await.unwrap_or_default();
+            assert!(r.starts_with("HTTP/1.1 200 OK"), "request {i}: {r}");
+            assert!(!r.to_lowercase().contains("connection: close"), "{r}");
+        }
+        // Busy: no park yet. At rest for a whole tick: parked.
+        assert_eq!(round.parks.load(Relaxed), 0);
+        tokio::time::sleep(PARK_AFTER * 2 + Duration::from_millis(100)).await;
+        assert_eq!(round.parks.load(Relaxed), 1);
+        c.write_all(GET).await.unwrap_or_default();
+        assert!(
+            response(&mut c).await.is_some(),
+            "not served after being parked"
+        );
+        // Silent for the whole header timeout: closed.
+        tokio::time::sleep(HEADER_TIMEOUT + Duration::from_millis(100)).await;
+        assert_eq!(response(&mut c).await, None);
+        assert!(task.is_finished());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_head_gets_the_whole_header_timeout_and_no_more() {
+        let (mut c, round, _task) = start();
+        // Over several ticks: a partial head is not at rest, so it is not parked.
+        c.write_all(b"GET / HTTP/1.1\r\n").await.unwrap_or_default();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        c.write_all(b"Host: a\r\n\r\n").await.unwrap_or_default();
+        assert!(
+            response(&mut c).await.is_some(),
+            "a head within the timeout was refused"
+        );
+        assert_eq!(round.parks.load(Relaxed), 0);
+        // A head that dribbles for longer than the header timeout is cut off.
+        c.write_all(b"GET / HTTP/1.1\r\n").await.unwrap_or_default();
+        for _ in 0..11 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if c.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                break;
+            }
+        }
+        assert_eq!(response(&mut c).await, None);
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_are_all_answered() {
+        let (mut c, _round, _task) = start();
+        c.write_all(&GET.repeat(5)).await.unwrap_or_default();
+        let all = responses(&mut c, 5).await.unwrap_or_default();
+        assert_eq!(all.matches("HTTP/1.1 200 OK").count(), 5, "{all}");
+    }
+}

@@ -31,7 +31,7 @@ use crate::http::framing::Framing;
 use crate::http::proxy::{ConnInfo, Proxy};
 use crate::http::server::{self, HttpLimits, ServerSettings};
 use crate::metrics::Metrics;
-use crate::route::{host_of, Route, StrMatch};
+use crate::route::host_of;
 use crate::tls::server::Credentials;
 use crate::tls::sni::{self, ClientHello};
 use crate::upstream::Registry;
@@ -444,7 +444,7 @@ fn join_errors(errors: Vec<ConfigError>) -> String {
 ///
 /// Input lines (LF-separated): method, request target, listener port (`9090`, else 8080),
 /// then `name: value` headers. A request hyper or the proxy would refuse before routing is
-/// skipped, and so are the open findings `open_shadow_finding` lists.
+/// skipped.
 pub fn route(data: &[u8]) -> Result<(), String> {
     let snap = route_snapshot()?;
     let Some(req) = RouteRequest::parse(data) else {
@@ -510,19 +510,12 @@ pub fn route(data: &[u8]) -> Result<(), String> {
             "lookup chose (rule, block) {looked_up:?}, explain {explained:?}"
         ));
     }
-    if let (Some(rr), Some(v)) = (&ex.route, vhost) {
+    if let Some(rr) = &ex.route {
         if let Some(s) = ex
             .shadowed
             .iter()
             .find(|s| s.rule.position == rr.rule.position)
         {
-            let earlier: Vec<&Route> =
-                s.by.iter()
-                    .filter_map(|b| v.routes.get(b.position))
-                    .collect();
-            if open_shadow_finding(&req, &earlier).is_some() {
-                return Ok(());
-            }
             let by: Vec<&str> = s.by.iter().map(|b| b.name.as_str()).collect();
             return Err(format!(
                 "rule {} is reported unreachable (shadowed by {by:?}), yet this request \
@@ -532,37 +525,6 @@ pub fn route(data: &[u8]) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Whether `req` reaching a rule that `explain` reports as shadowed by the rules `earlier`
-/// is one of the open findings in the unreachable-rule analysis (`explain::shadow`, also
-/// behind `meshgate validate`'s MG0105), each with reproducers in `fuzz/regressions/route/`.
-/// They are not reported again, so fuzzing goes on looking for new ones; delete a case here
-/// once the analysis is fixed.
-fn open_shadow_finding(req: &RouteRequest, earlier: &[&Route]) -> Option<&'static str> {
-    if !req.path.starts_with('/') {
-        return Some(
-            "`prefix: /` and `regex: /.*` are taken as catch-alls, but `OPTIONS *` and \
-             authority-form requests have paths `*` and `` (shadow-*-path)",
-        );
-    }
-    if req.headers.values().any(|v| v.to_str().is_err()) {
-        return Some(
-            "`regex: .*` / `prefix: \"\"` on a header are taken to match every value, but a \
-             value with bytes outside visible ASCII matches neither (shadow-header-obs-text-*)",
-        );
-    }
-    let nocase_regex = earlier
-        .iter()
-        .flat_map(|r| &r.matches)
-        .any(|b| b.ignore_uri_case && matches!(b.uri, Some(StrMatch::Regex(_))));
-    if nocase_regex && req.path.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Some(
-            "a regex uri with ignoreUriCase is taken to cover exact paths in any case, but the \
-             regex is matched case-sensitively (shadow-nocase-regex)",
-        );
-    }
-    None
 }
 
 /// A request as `Proxy::handle` sees it once hyper has parsed it.

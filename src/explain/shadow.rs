@@ -59,10 +59,10 @@ fn covers(outer: &MatchBlock, inner: &MatchBlock, port: u16) -> bool {
         Some(p) => p == port || inner.port == Some(p),
     };
     port_ok
-        && field(outer.method.as_ref(), inner.method.as_ref(), false)
+        && field(outer.method.as_ref(), inner.method.as_ref())
         && uri(outer, inner)
-        && field(outer.scheme.as_ref(), inner.scheme.as_ref(), false)
-        && field(outer.authority.as_ref(), inner.authority.as_ref(), false)
+        && field(outer.scheme.as_ref(), inner.scheme.as_ref())
+        && field(outer.authority.as_ref(), inner.authority.as_ref())
         && outer.headers.iter().all(|oh| {
             inner
                 .headers
@@ -91,9 +91,12 @@ fn excluded(ow: &HeaderMatch, inner: &[HeaderMatch]) -> bool {
 fn uri(outer: &MatchBlock, inner: &MatchBlock) -> bool {
     match (&outer.uri, &inner.uri) {
         (None, _) => true,
-        (Some(o), _) if is_universal(o, true) => true,
+        (Some(o), _) if is_universal(o) => true,
         (Some(_), None) => false,
         (Some(o), Some(i)) => match (outer.ignore_uri_case, inner.ignore_uri_case) {
+            // `ignoreUriCase` applies to exact and prefix values only (as in Istio): a regex
+            // is matched as written, and `inner` accepts other cases it may refuse.
+            (_, true) if matches!(o, StrMatch::Regex(_)) => false,
             (false, false) => str_covers(o, i),
             (true, _) => str_covers_ignore_case(o, i),
             // `inner` accepts other cases that a case-sensitive `outer` may refuse.
@@ -103,27 +106,32 @@ fn uri(outer: &MatchBlock, inner: &MatchBlock) -> bool {
 }
 
 /// An optional condition: absent accepts everything.
-fn field(outer: Option<&StrMatch>, inner: Option<&StrMatch>, is_uri: bool) -> bool {
+fn field(outer: Option<&StrMatch>, inner: Option<&StrMatch>) -> bool {
     match (outer, inner) {
         (None, _) => true,
-        (Some(o), None) => is_universal(o, is_uri),
+        (Some(o), None) => is_universal(o),
         (Some(o), Some(i)) => str_covers(o, i),
     }
 }
 
-/// Whether `m` accepts every value (every path, for a uri: paths start with `/`).
-fn is_universal(m: &StrMatch, is_uri: bool) -> bool {
+/// Whether `m` accepts every text value. Not `prefix: /` or `regex: /.*` for a path:
+/// `OPTIONS *` and authority-form requests have the paths `*` and ``, and reach later rules.
+fn is_universal(m: &StrMatch) -> bool {
     match m {
         StrMatch::Present => true,
-        StrMatch::Prefix(p) => p.is_empty() || (is_uri && &**p == "/"),
-        StrMatch::Regex(_) => matches!(m.to_string().as_str(), "regex .*" | "regex /.*"),
+        StrMatch::Prefix(p) => p.is_empty(),
+        StrMatch::Regex(_) => m.to_string() == "regex .*",
         StrMatch::Exact(_) => false,
     }
 }
 
 /// Every value `inner` accepts, `outer` accepts.
 fn str_covers(outer: &StrMatch, inner: &StrMatch) -> bool {
-    if is_universal(outer, false) {
+    // A header value with bytes outside visible ASCII is not text: only presence matches
+    // it, so `prefix: ""` and `regex: .*` cover every condition but presence.
+    if matches!(outer, StrMatch::Present)
+        || (is_universal(outer) && !matches!(inner, StrMatch::Present))
+    {
         return true;
     }
     match (outer, inner) {
@@ -179,6 +187,37 @@ mod tests {
     }
 
     #[test]
+    fn fuzzing_findings_f1_to_f3_are_not_reported_as_shadowed() {
+        // F1: `prefix: /` does not take `OPTIONS *` from a later rule without a path match.
+        let routes = [
+            rule(vec![uri(StrMatch::Prefix("/".into()))]),
+            rule(vec![user(StrMatch::Exact("jason".into()))]),
+            rule(vec![uri(StrMatch::Prefix("/api".into()))]),
+        ];
+        assert_eq!(check(&routes, 80), [(2, vec![0])]);
+        // F3: `regex: .*` on a header does not match a value that is not text; presence does.
+        let routes = [
+            rule(vec![user(StrMatch::regex(".*").unwrap())]),
+            rule(vec![user(StrMatch::Present)]),
+            rule(vec![user(StrMatch::Exact("jason".into()))]),
+        ];
+        assert_eq!(check(&routes, 80), [(2, vec![0])]);
+        // F2: a regex is matched as written even under `ignoreUriCase`.
+        let nocase = |m: StrMatch| MatchBlock {
+            uri: Some(m),
+            ignore_uri_case: true,
+            ..Default::default()
+        };
+        let re = || StrMatch::regex("/a.*").unwrap();
+        let routes = [
+            rule(vec![nocase(re())]),
+            rule(vec![nocase(StrMatch::Exact("/abc".into()))]),
+            rule(vec![uri(StrMatch::Exact("/abc".into()))]),
+        ];
+        assert_eq!(check(&routes, 80), [(2, vec![0])]);
+    }
+
+    #[test]
     fn catch_all_first_shadows_everything_after_it() {
         let routes = [
             rule(vec![]),
@@ -187,8 +226,13 @@ mod tests {
         ];
         assert_eq!(check(&routes, 80), [(1, vec![0]), (2, vec![0])]);
         assert!(is_catch_all(&routes[0], 80));
-        assert!(is_catch_all(
+        // `OPTIONS *` and authority-form targets have the paths `*` and ``.
+        assert!(!is_catch_all(
             &rule(vec![uri(StrMatch::Prefix("/".into()))]),
+            80
+        ));
+        assert!(is_catch_all(
+            &rule(vec![uri(StrMatch::Prefix("".into()))]),
             80
         ));
         let on_port = MatchBlock {

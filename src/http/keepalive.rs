@@ -303,7 +303,7 @@ mod tests {
     use std::sync::Arc;
 
     use bytes::Bytes;
-    use http_body_util::Full;
+    use http_body_util::{Either, Full};
     use hyper::service::service_fn;
     use tokio::io::{AsyncReadExt, DuplexStream};
 
@@ -329,12 +329,17 @@ mod tests {
                 return;
             }
             let noted = round.clone();
-            let service = service_fn(move |mut req| {
+            let service = service_fn(move |mut req: Request<Incoming>| {
                 let round = noted.clone();
                 round.request(&mut req);
+                let slow = req.uri().path() == "/slow";
                 async move {
-                    let resp = Response::new(Full::new(Bytes::from_static(b"ok")));
-                    Ok::<_, Infallible>(round.response(resp))
+                    let body = if slow {
+                        Either::Right(Slow::default())
+                    } else {
+                        Either::Left(Full::new(Bytes::from_static(b"ok")))
+                    };
+                    Ok::<_, Infallible>(round.response(Response::new(body)))
                 }
             });
             let mut builder = http1::Builder::new();
@@ -345,6 +350,39 @@ mod tests {
             serve(io, service, builder, &round, HEADER_TIMEOUT, &stop).await;
         });
         (client, round, task)
+    }
+
+    /// A body that sends "o", then "k" 3 s later (a slow upstream, a stream of events).
+    #[derive(Default)]
+    struct Slow {
+        step: u8,
+        wait: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+
+    impl Body for Slow {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            match self.step {
+                0 => {
+                    self.step = 1;
+                    self.wait = Some(Box::pin(tokio::time::sleep(Duration::from_secs(3))));
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"o")))))
+                }
+                1 => {
+                    if let Some(w) = self.wait.as_mut() {
+                        std::task::ready!(w.as_mut().poll(cx));
+                    }
+                    self.step = 2;
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"k")))))
+                }
+                _ => Poll::Ready(None),
+            }
+        }
     }
 
     /// Read one response (its body is "ok"); `None` if the connection closed first.
@@ -413,6 +451,39 @@ mod tests {
             }
         }
         assert_eq!(response(&mut c).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_still_streaming_is_never_cut_by_parking() {
+        let (mut c, round, _task) = start();
+        c.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap_or_default();
+        // Chunked: "o" now, "k" 3 s later. Read up to the first chunk, let two ticks pass
+        // while the body is still open, then read the rest.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        for (until, pause) in [(&b"1\r\no\r\n"[..], true), (&b"0\r\n\r\n"[..], false)] {
+            while !got.ends_with(until) {
+                let n = c.read(&mut buf).await.unwrap_or(0);
+                assert!(
+                    n > 0,
+                    "closed mid-body: {:?}",
+                    String::from_utf8_lossy(&got)
+                );
+                got.extend_from_slice(&buf[..n]);
+            }
+            if pause {
+                tokio::time::sleep(PARK_AFTER * 2 + Duration::from_millis(100)).await;
+                assert_eq!(round.parks.load(Relaxed), 0, "parked mid-body");
+            }
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.contains("1\r\no\r\n1\r\nk\r\n0\r\n\r\n"), "{text}");
+        tokio::time::sleep(PARK_AFTER * 2 + Duration::from_millis(100)).await;
+        assert_eq!(round.parks.load(Relaxed), 1);
+        c.write_all(GET).await.unwrap_or_default();
+        assert!(response(&mut c).await.is_some());
     }
 
     #[tokio::test]

@@ -82,9 +82,6 @@ struct Head {
     switches: bool,
 }
 
-/// How many recent request ends [`Framing`] remembers (pipelined requests in one read).
-const ENDS: usize = 8;
-
 /// The framing scanner of one downstream HTTP/1 connection.
 #[derive(Debug)]
 pub struct Framing {
@@ -92,12 +89,6 @@ pub struct Framing {
     head: Head,
     /// A head line split across reads.
     carry: Vec<u8>,
-    /// Bytes of the stream scanned before the current `scan` call.
-    offset: u64,
-    /// Stream offsets where the most recent requests ended (a ring, `ENDS` long).
-    ends: [u64; ENDS],
-    /// Next slot of `ends` to write.
-    next_end: usize,
 }
 
 impl Default for Framing {
@@ -116,9 +107,6 @@ impl Framing {
             state: State::Head,
             head: Head::default(),
             carry: Vec::new(),
-            offset: 0,
-            ends: [0; ENDS],
-            next_end: 0,
         }
     }
 
@@ -127,34 +115,16 @@ impl Framing {
         self.state != State::Off
     }
 
-    /// Bytes of the stream scanned so far.
-    pub fn scanned(&self) -> u64 {
-        self.offset
-    }
-
     /// Whether everything scanned so far is complete requests (the next byte would start a
-    /// new one).
+    /// new one), while the scanner still follows the stream.
     pub fn between_requests(&self) -> bool {
         self.state == State::Head && !self.head.started && self.carry.is_empty()
-    }
-
-    /// Whether a request ended exactly `at` bytes into the stream (one of the last few; the
-    /// start of the stream counts), while the scanner still follows the stream. A parser
-    /// stopped there is between requests: not inside a head or a body.
-    pub fn request_ends_at(&self, at: u64) -> bool {
-        self.active() && (at == 0 || self.ends.contains(&at))
     }
 
     /// Scan bytes just read, in order, before hyper sees them. On a violation whose request
     /// head ends inside `buf`, that head is made invalid in place and `Ok(true)` is returned
     /// (hyper refuses it); on one whose head was released by an earlier read, `Err`.
     pub fn scan(&mut self, buf: &mut [u8]) -> Result<bool, Violation> {
-        let r = self.scan_inner(buf);
-        self.offset += buf.len() as u64;
-        r
-    }
-
-    fn scan_inner(&mut self, buf: &mut [u8]) -> Result<bool, Violation> {
         // Where the current request's head ended inside `buf`, if it did.
         let mut head_end: Option<usize> = None;
         let mut i = 0;
@@ -168,7 +138,7 @@ impl Framing {
                         .min(buf.len() - i);
                     let left = left - take as u64;
                     self.state = if left == 0 {
-                        self.next_request(&mut head_end, i + take)
+                        self.next_request(&mut head_end)
                     } else {
                         State::Fixed(left)
                     };
@@ -186,9 +156,7 @@ impl Framing {
                     };
                     Ok(i + take)
                 }
-                _ => self
-                    .chunk_byte(buf[i], &mut head_end, i + 1)
-                    .map(|()| i + 1),
+                _ => self.chunk_byte(buf[i], &mut head_end).map(|()| i + 1),
             };
             match step {
                 Ok(next) => i = next,
@@ -238,7 +206,7 @@ impl Framing {
         self.carry = carry;
         if done {
             *head_end = Some(end);
-            self.end_of_head(head_end, end + 1)?;
+            self.end_of_head(head_end)?;
         }
         Ok(end + 1)
     }
@@ -283,9 +251,8 @@ impl Framing {
         false
     }
 
-    /// The head is complete (it ended before `at` in the current read): refuse ambiguous
-    /// framing, then follow the body.
-    fn end_of_head(&mut self, head_end: &mut Option<usize>, at: usize) -> Result<(), Violation> {
+    /// The head is complete: refuse ambiguous framing, then follow the body.
+    fn end_of_head(&mut self, head_end: &mut Option<usize>) -> Result<(), Violation> {
         if self.state == State::Off {
             return Ok(());
         }
@@ -309,29 +276,21 @@ impl Framing {
         } else {
             match h.cl {
                 Some(n) if n > 0 => State::Fixed(n),
-                _ => self.next_request(head_end, at),
+                _ => self.next_request(head_end),
             }
         };
         Ok(())
     }
 
-    /// The current request ended before `at` in the current read: the next one starts with
-    /// a fresh head.
-    fn next_request(&mut self, head_end: &mut Option<usize>, at: usize) -> State {
+    /// The current request ended: the next one starts with a fresh head.
+    fn next_request(&mut self, head_end: &mut Option<usize>) -> State {
         self.head = Head::default();
         *head_end = None;
-        self.ends[self.next_end] = self.offset + at as u64;
-        self.next_end = (self.next_end + 1) % ENDS;
         State::Head
     }
 
-    /// One byte of chunked framing; the byte ends before `at` in the current read.
-    fn chunk_byte(
-        &mut self,
-        b: u8,
-        head_end: &mut Option<usize>,
-        at: usize,
-    ) -> Result<(), Violation> {
+    /// One byte of chunked framing.
+    fn chunk_byte(&mut self, b: u8, head_end: &mut Option<usize>) -> Result<(), Violation> {
         self.state = match (self.state, b) {
             (State::Size(n, d), b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F') => {
                 if d >= 16 {
@@ -366,7 +325,7 @@ impl Framing {
             (State::Trailer, b'\r') => State::TrailerLf,
             (State::TrailerStart | State::Trailer, _) => State::Trailer,
             (State::TrailerLf, b'\n') => State::TrailerStart,
-            (State::EndLf, b'\n') => self.next_request(head_end, at),
+            (State::EndLf, b'\n') => self.next_request(head_end),
             (State::TrailerLf | State::EndLf, _) => return Err("bare CR in the trailer section"),
             (State::Head | State::Fixed(_) | State::Data(_) | State::Off, _) => self.state,
         };
@@ -448,46 +407,10 @@ impl<I> Guarded<I> {
         &self.unread
     }
 
-    /// The connection itself.
-    pub fn get_ref(&self) -> &I {
-        &self.io
-    }
-
-    /// Take back `buffered`, the bytes a parser read but did not parse, to be read again
-    /// before the socket. True when the parser stopped exactly between two requests, so
-    /// the stream may be parsed on from there; false when it stopped inside a request
-    /// (a body it did not read, a head it gave up on), where parsing on would read body
-    /// bytes as a request.
-    pub fn rewind(&mut self, buffered: Bytes) -> bool {
-        let pending = (buffered.len() + self.unread.len()) as u64;
-        let Some(parsed) = self.framing.scanned().checked_sub(pending) else {
-            return false;
-        };
-        if !self.framing.request_ends_at(parsed) {
-            return false;
-        }
-        // An empty `buffered` may still hold the parser's whole read buffer alive: drop it.
-        self.unread = if buffered.is_empty() {
-            std::mem::take(&mut self.unread)
-        } else if self.unread.is_empty() {
-            Bytes::copy_from_slice(&buffered)
-        } else {
-            let mut v = Vec::with_capacity(buffered.len() + self.unread.len());
-            v.extend_from_slice(&buffered);
-            v.extend_from_slice(&self.unread);
-            Bytes::from(v)
-        };
-        true
-    }
-
-    /// Put `buffered` back in front of the stream unconditionally (an upgraded connection
-    /// is no longer HTTP/1, so there is no request boundary to check).
-    pub fn rewind_raw(&mut self, buffered: Bytes) {
+    /// Put `buffered` (bytes a parser read but did not use) back in front of the stream.
+    pub fn rewind(&mut self, buffered: &[u8]) {
         if !buffered.is_empty() {
-            let mut v = Vec::with_capacity(buffered.len() + self.unread.len());
-            v.extend_from_slice(&buffered);
-            v.extend_from_slice(&self.unread);
-            self.unread = Bytes::from(v);
+            self.unread = [buffered, &self.unread[..]].concat().into();
         }
     }
 }
@@ -524,20 +447,10 @@ impl<I: AsyncRead + Unpin> Guarded<I> {
         if got.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let mut v = Vec::with_capacity(got.len() + 4);
-        v.extend_from_slice(got);
-        if refused {
-            v.extend_from_slice(b"\r\n\r\n");
-        }
-        let n = v.len();
+        let blank: &[u8] = if refused { b"\r\n\r\n" } else { b"" };
+        let n = got.len() + blank.len();
         // What was read comes after anything already waiting.
-        if !self.unread.is_empty() {
-            let mut all = Vec::with_capacity(self.unread.len() + v.len());
-            all.extend_from_slice(&self.unread);
-            all.extend_from_slice(&v);
-            v = all;
-        }
-        self.unread = Bytes::from(v);
+        self.unread = [&self.unread[..], got, blank].concat().into();
         Poll::Ready(Ok(n))
     }
 }
@@ -730,29 +643,20 @@ mod tests {
     }
 
     #[test]
-    fn request_ends_are_remembered_and_bodies_are_not_ends() {
+    fn only_complete_requests_are_between_requests() {
         let mut input = req("Content-Length: 5\r\n", b"hello");
-        let first = input.len() as u64;
+        let first = input.len();
         input.extend(req(
             "Transfer-Encoding: chunked\r\n",
             b"3\r\nabc\r\n0\r\n\r\n",
         ));
-        let second = input.len() as u64;
+        let second = input.len();
         input.extend_from_slice(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-        let third = input.len() as u64;
-        for cut in [1, 20, first as usize + 3, input.len() - 2] {
+        let ends = [first, second, input.len()];
+        for at in 1..=input.len() {
             let mut f = Framing::new();
-            let (a, b) = input.split_at(cut);
-            assert_eq!(f.scan(&mut a.to_vec()), Ok(false));
-            assert_eq!(f.scan(&mut b.to_vec()), Ok(false));
-            assert_eq!(f.scanned(), third);
-            for end in [first, second, third] {
-                assert!(f.request_ends_at(end), "cut {cut}: end {end}");
-            }
-            // Inside the first body, inside the chunked body, inside the last head.
-            for inside in [first - 2, first + 40, second + 5, 1] {
-                assert!(!f.request_ends_at(inside), "cut {cut}: {inside}");
-            }
+            assert_eq!(f.scan(&mut input[..at].to_vec()), Ok(false));
+            assert_eq!(f.between_requests(), ends.contains(&at), "after {at} bytes");
         }
     }
 
@@ -771,21 +675,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn rewind_only_between_requests_and_unread_bytes_come_first() {
+    async fn at_rest_only_between_requests_and_rewound_bytes_come_first() {
         let mut input = req("Content-Length: 5\r\n", b"hello");
         let first = input.len();
         input.extend_from_slice(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n");
+        let mut g = Guarded::new(std::io::Cursor::new(input[..first - 2].to_vec()));
+        read_all(&mut g, 7).await;
+        // Inside the body.
+        assert!(!g.at_rest());
         let mut g = Guarded::new(std::io::Cursor::new(input.clone()));
         assert_eq!(read_all(&mut g, 7).await, input);
-        // A parser that stopped inside the body may not be continued.
-        assert!(!g.rewind(Bytes::copy_from_slice(&input[first - 2..])));
-        // One that stopped after the first request may: the rest is read again, first.
-        assert!(g.rewind(Bytes::copy_from_slice(&input[first..])));
+        assert!(g.at_rest());
+        // Bytes handed back are read again, first, and the connection is not at rest
+        // while they wait.
+        g.rewind(&input[first..]);
+        assert!(!g.at_rest());
         assert_eq!(g.unread(), &input[first..]);
         assert_eq!(read_all(&mut g, 4).await, &input[first..]);
-        // And once everything was parsed, with nothing left over.
-        assert!(g.rewind(Bytes::new()));
-        assert!(g.unread().is_empty());
+        assert!(g.at_rest());
     }
 
     #[tokio::test]
@@ -805,7 +712,7 @@ mod tests {
             0
         );
         // The request was scanned once, by the wait: it ends where it should.
-        assert!(g.rewind(Bytes::new()));
+        assert!(g.at_rest());
     }
 
     #[test]

@@ -98,17 +98,13 @@ pub fn upgrade_request(h: &HeaderMap, version: http::Version) -> Option<HeaderVa
     if version != http::Version::HTTP_11 {
         return None;
     }
-    connection_has(h, "upgrade")
-        .then(|| h.get(&UPGRADE).cloned())
-        .flatten()
-}
-
-/// Whether a `Connection` field names `token` (case-insensitive, any of its lines).
-pub fn connection_has(h: &HeaderMap, token: &str) -> bool {
-    h.get_all(&CONNECTION).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    })
+    let asks = h.get_all(&CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
+    });
+    asks.then(|| h.get(&UPGRADE).cloned()).flatten()
 }
 
 /// Append the client address to `x-forwarded-for` and set `x-forwarded-proto`.

@@ -266,10 +266,11 @@ where
     match stopped {
         Stop::AtRest => {
             let parts = conn.into_parts();
-            let mut io = parts.io.into_inner();
-            // hyper had nothing unparsed (the guard saw only complete requests), so this
-            // is a request boundary; checked again all the same.
-            if io.rewind(parts.read_buf) && !stop.is_cancelled() {
+            let io = parts.io.into_inner();
+            // At rest, the guard saw only complete requests and hyper started each of them,
+            // so hyper holds no unparsed byte; anything else and parsing cannot go on from
+            // here.
+            if parts.read_buf.is_empty() && io.at_rest() && !stop.is_cancelled() {
                 round.parks.fetch_add(1, Relaxed);
                 return Some((io, parts.service));
             }
@@ -283,7 +284,7 @@ where
                 if let Some(tx) = round.take_handover() {
                     let parts = conn.into_parts();
                     let mut io = parts.io.into_inner();
-                    io.rewind_raw(parts.read_buf);
+                    io.rewind(&parts.read_buf);
                     let _ = tx.send(Box::new(io));
                 }
             }

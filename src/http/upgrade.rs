@@ -17,6 +17,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
+use crate::metrics::Metrics;
+use crate::upstream::Cluster;
+
 /// A client connection after its protocol switch.
 pub(super) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
@@ -71,9 +74,6 @@ impl Downstream {
     }
 }
 
-use crate::metrics::Metrics;
-use crate::upstream::Cluster;
-
 /// A tunnel with no byte either way for this long is closed (Envoy's default stream idle
 /// timeout for upgraded connections is 1 h as well, through the TCP proxy idle timeout).
 const IDLE: Duration = Duration::from_secs(3600);
@@ -86,8 +86,8 @@ pub(super) fn tunnel(
     metrics: Arc<Metrics>,
 ) {
     tokio::spawn(async move {
-        let (down, up) = match tokio::join!(downstream.ready(), upstream) {
-            (Ok(d), Ok(u)) => (d, u),
+        let (mut down, mut up) = match tokio::join!(downstream.ready(), upstream) {
+            (Ok(d), Ok(u)) => (d, TokioIo::new(u)),
             (d, u) => {
                 tracing::debug!(down = ?d.err(), up = ?u.err(), "upgrade did not complete");
                 return;
@@ -96,8 +96,6 @@ pub(super) fn tunnel(
         let label = [&*cluster.name];
         metrics.upgrades.with_label_values(&label).inc();
         metrics.upgrades_active.with_label_values(&label).inc();
-        let mut down = down;
-        let mut up = TokioIo::new(up);
         let copy = crate::listen::tcp::splice_idle(&mut down, &mut up, IDLE);
         if let Err(e) = copy.await {
             tracing::debug!(error = %e, "upgraded connection ended with error");

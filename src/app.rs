@@ -201,6 +201,7 @@ pub async fn start(boot: Bootstrap) -> Result<Running, StartError> {
         http: ServerSettings {
             header_read_timeout: boot.header_read_timeout,
             limits: boot.http_limits,
+            preserve_header_case: boot.pool.preserve_header_case,
         },
         l4: listen::L4Settings {
             connect_timeout: boot.pool.connect_timeout,

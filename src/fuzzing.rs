@@ -794,6 +794,7 @@ impl Http1Gateway {
         let settings = ServerSettings {
             header_read_timeout: boot.header_read_timeout,
             limits: boot.http_limits,
+            preserve_header_case: boot.pool.preserve_header_case,
         };
         Ok(Self { proxy, settings })
     }

@@ -1274,10 +1274,11 @@ async fn http2_service_port_reaches_upstream_over_h2c() {
     assert_eq!(g.last().version, Version::HTTP_2);
 }
 
-#[tokio::test]
-async fn http1_header_name_case_preserved_end_to_end() {
+/// One request with camel-case header names through a gateway (`preserve`: with
+/// `--preserve-header-case`); returns the head the upstream saw and the client's reply.
+async fn camel_case_exchange(preserve: bool) -> (String, String) {
     let (port, upstream) = raw_upstream().await;
-    let gw = start(&[
+    let docs = [
         gateway(),
         raw_backend("raw.svc", port),
         virtual_service(
@@ -1286,8 +1287,9 @@ async fn http1_header_name_case_preserved_end_to_end() {
             &["gw"],
             "- route: [{destination: {host: raw.svc}}]",
         ),
-    ])
-    .await;
+    ];
+    let gw =
+        TestGateway::start_with(&docs.concat(), |b| b.pool.preserve_header_case = preserve).await;
     let reply = raw_exchange(
         gw.port(8080),
         b"GET /case HTTP/1.1\r\nHost: app.test\r\nX-CamelCase-Header: 1\r\n\r\n",
@@ -1296,9 +1298,21 @@ async fn http1_header_name_case_preserved_end_to_end() {
     .await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     let head = within(upstream).await.unwrap();
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.contains("X-CamelCase-Header: 1"), "{head}");
-    assert!(reply.contains("X-Upstream-CamelCase: 1"), "{reply}");
+    (String::from_utf8_lossy(&head).into_owned(), reply)
+}
+
+#[tokio::test]
+async fn http1_header_names_lowercase_by_default_as_envoy() {
+    let (head, reply) = camel_case_exchange(false).await;
+    assert!(head.contains("\r\nx-camelcase-header: 1\r\n"), "{head}");
+    assert!(reply.contains("\r\nx-upstream-camelcase: 1\r\n"), "{reply}");
+}
+
+#[tokio::test]
+async fn http1_header_name_case_preserved_end_to_end_when_asked() {
+    let (head, reply) = camel_case_exchange(true).await;
+    assert!(head.contains("\r\nX-CamelCase-Header: 1\r\n"), "{head}");
+    assert!(reply.contains("\r\nX-Upstream-CamelCase: 1\r\n"), "{reply}");
 }
 
 // ---------------------------------------------------------------------------------------------

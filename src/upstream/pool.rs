@@ -66,6 +66,9 @@ pub struct PoolSettings {
     /// Requests in flight per destination when no DestinationRule sets `http2MaxRequests`
     /// (`--max-requests-per-destination`; default 10,000; None: unbounded, Istio's).
     pub max_requests: Option<usize>,
+    /// Write HTTP/1.1 request header names to upstreams in the case the client used
+    /// (`--preserve-header-case`); off: lowercase, as Envoy and Istio do.
+    pub preserve_header_case: bool,
 }
 
 impl Default for PoolSettings {
@@ -75,6 +78,7 @@ impl Default for PoolSettings {
             idle_timeout: Duration::from_secs(4),
             max_idle: 128,
             max_requests: Some(10_000),
+            preserve_header_case: false,
         }
     }
 }
@@ -422,7 +426,7 @@ impl EndpointPool {
             Ok(self.checked(Sender::H2(tx), false))
         } else {
             let (tx, conn) = http1::Builder::new()
-                .preserve_header_case(true)
+                .preserve_header_case(self.settings.preserve_header_case)
                 .handshake(io)
                 .await
                 .map_err(|e| ProxyError::with(ErrorKind::ConnectFailed, e))?;

@@ -5,6 +5,7 @@
 //!
 //! Depends on: tokio, `http::{server, proxy}`, `config::Snapshot`, `metrics`, `shutdown`.
 
+mod pipe;
 pub(crate) mod tcp;
 mod tls;
 

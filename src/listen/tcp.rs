@@ -165,7 +165,7 @@ async fn splice<S: AsyncRead + AsyncWrite + Unpin, U: AsyncRead + AsyncWrite + U
         counts: counts.clone(),
         start,
     };
-    let copy = tokio::io::copy_bidirectional(&mut client, upstream);
+    let copy = super::pipe::copy_both(&mut client, upstream);
     let watch = async {
         loop {
             let last = Duration::from_millis(counts.last.load(Ordering::Relaxed));

@@ -755,6 +755,68 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     );
 }
 
+/// Sessions resume (TLS 1.3 stateless tickets, TLS 1.2 tickets or IDs), but only on
+/// servers with the same client-authentication policy: a session from a SIMPLE server never
+/// lets a client without a certificate into a MUTUAL server for the same name.
+#[tokio::test]
+async fn sessions_resume_within_a_client_auth_policy_only() {
+    let ca = Ca::new("gateway-ca");
+    let clients = Ca::new("client-ca");
+    let cert = ca.server("r", &["r.example.com"]);
+    let yaml = format!(
+        "{}{}",
+        gateway(
+            "gw",
+            &[
+                server(8443, "HTTPS", &["r.example.com"], &simple(&cert)),
+                server(
+                    9443,
+                    "HTTPS",
+                    &["r.example.com"],
+                    &format!(
+                        "mode: MUTUAL, {}, caCertificates: \"{}\"",
+                        files(&cert),
+                        clients.pem_path.display()
+                    )
+                ),
+            ]
+        ),
+        vs_direct("vs", "gw", &["r.example.com"], "resumed"),
+    );
+    let gw = TestGateway::start(&yaml).await;
+    for v in [Version::Tls13, Version::Tls12] {
+        // One connector: one client session cache across the connections.
+        let connector = TlsClient::new(&ca).only(v).connector();
+        let get = |port: u16| {
+            let connector = connector.clone();
+            let addr = gw.port(port);
+            async move {
+                let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+                let name = rustls::pki_types::ServerName::try_from("r.example.com").unwrap();
+                let tls = within(connector.connect(name, tcp))
+                    .await
+                    .map_err(|e| format!("handshake: {e}"))?;
+                let kind = tls.get_ref().1.handshake_kind();
+                // Reading the answer also takes in the TLS 1.3 tickets sent after the handshake.
+                let r = within(request(tls, false, "r.example.com", "/"))
+                    .await
+                    .map_err(|e| format!("request: {e:?}"))?;
+                Ok::<_, String>((kind, r.status.as_u16()))
+            }
+        };
+        let first = get(8443).await.unwrap();
+        assert_eq!(first, (Some(rustls::HandshakeKind::Full), 200), "{v:?}");
+        let again = get(8443).await.unwrap();
+        assert_eq!(again, (Some(rustls::HandshakeKind::Resumed), 200), "{v:?}");
+        let other_policy = get(9443).await;
+        assert!(
+            other_policy.is_err(),
+            "{v:?}: a SIMPLE server's session got a client without a certificate through \
+             MUTUAL: {other_policy:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn optional_mutual_and_mutual_with_credential_name_ca() {
     let ca = Ca::new("gateway-ca");

@@ -793,22 +793,24 @@ async fn sessions_resume_within_a_client_auth_policy_only() {
             async move {
                 let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
                 let name = rustls::pki_types::ServerName::try_from("r.example.com").unwrap();
-                let tls = within(connector.connect(name, tcp))
+                // Boxed: a rustls connection is large.
+                let tls = within(Box::pin(connector.connect(name, tcp)))
                     .await
+                    .map(Box::new)
                     .map_err(|e| format!("handshake: {e}"))?;
                 let kind = tls.get_ref().1.handshake_kind();
                 // Reading the answer also takes in the TLS 1.3 tickets sent after the handshake.
-                let r = within(request(tls, false, "r.example.com", "/"))
+                let r = within(Box::pin(request(tls, false, "r.example.com", "/")))
                     .await
                     .map_err(|e| format!("request: {e:?}"))?;
                 Ok::<_, String>((kind, r.status.as_u16()))
             }
         };
-        let first = get(8443).await.unwrap();
+        let first = Box::pin(get(8443)).await.unwrap();
         assert_eq!(first, (Some(rustls::HandshakeKind::Full), 200), "{v:?}");
-        let again = get(8443).await.unwrap();
+        let again = Box::pin(get(8443)).await.unwrap();
         assert_eq!(again, (Some(rustls::HandshakeKind::Resumed), 200), "{v:?}");
-        let other_policy = get(9443).await;
+        let other_policy = Box::pin(get(9443)).await;
         assert!(
             other_policy.is_err(),
             "{v:?}: a SIMPLE server's session got a client without a certificate through \

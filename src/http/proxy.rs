@@ -494,7 +494,11 @@ impl Proxy {
                 return finish_error(rec, &ProxyError::new(ErrorKind::NoHealthyEndpoint));
             };
             let in_flight = cluster.start(idx);
-            let attempt = async {
+            // Boxed: held in a local and then moved into `timeout_at`, an unboxed attempt
+            // would take room twice in this future's state (~1.5 KiB each), and that state
+            // is copied whenever hyper moves the request future (several times per HTTP/2
+            // stream).
+            let attempt = Box::pin(async {
                 let co = ep.pool.checkout(fresh, &cluster.limits.conn).await?;
                 if upgrade.is_some() && co.is_h2() {
                     // Upgrades need HTTP/1.1 to the upstream (h2 has extended CONNECT instead).
@@ -521,7 +525,7 @@ impl Proxy {
                 *req.headers_mut() = headers;
                 *req.extensions_mut() = parts.extensions.clone();
                 co.send(req).await
-            };
+            });
             let per_try = policy.per_try_timeout.map(|p| Instant::now() + p);
             let limit = match (per_try, deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),

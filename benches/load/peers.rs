@@ -211,8 +211,11 @@ pub fn haproxy(spec: &Spec<'_>) -> String {
     let [a, b] = spec.up;
     let [wa, wb] = WEIGHTS;
     let p = spec.listen;
+    // 10,000 idle connections plus a few: haproxy wants two descriptors per connection and
+    // refuses to start when the hard limit (20,000 on the CI machine) is below that, unless
+    // told not to be strict; idle client connections need one each.
     let mut c = String::from(
-        "global\n  nbthread 1\n  maxconn 9000\n  tune.ssl.default-dh-param 2048\ndefaults\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n",
+        "global\n  nbthread 1\n  maxconn 10010\n  no strict-limits\n  tune.ssl.default-dh-param 2048\ndefaults\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n",
     );
     if spec.mode == Mode::Passthrough {
         let _ = write!(

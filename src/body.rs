@@ -198,9 +198,51 @@ pub trait Completion: Send + Sync + 'static {
     fn finish(&mut self, bytes: u64, complete: bool);
 }
 
+/// An upstream response body: from hyper (HTTP/2, upgrades, streamed requests) or from our
+/// own HTTP/1.1 client.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    /// Read by hyper's connection task.
+    Hyper(Incoming),
+    /// Read from the connection by whoever polls it.
+    Raw(crate::upstream::h1::RawBody),
+}
+
+/// Why a response body broke off.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            UpstreamBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Raw(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Hyper(b) => b.is_end_stream(),
+            UpstreamBody::Raw(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Hyper(b) => b.size_hint(),
+            UpstreamBody::Raw(b) => b.size_hint(),
+        }
+    }
+}
+
 enum Inner {
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
 }
 
 /// Response body sent to the client.
@@ -226,7 +268,7 @@ impl ProxyBody {
     }
 
     /// The upstream's body passed through.
-    pub fn upstream(b: Incoming) -> Self {
+    pub fn upstream(b: UpstreamBody) -> Self {
         Self {
             inner: Inner::Upstream(b),
             sent: 0,
@@ -262,12 +304,12 @@ impl Drop for ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let res = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(

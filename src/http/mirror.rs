@@ -62,7 +62,7 @@ impl Mirrors {
         let Ok(host) = HeaderValue::from_str(&shadow) else {
             return;
         };
-        let mut headers = copy.headers.clone();
+        let headers = copy.headers.clone();
         let method = copy.method.clone();
         let path = copy.path_and_query.to_owned();
         let body = copy.body;
@@ -76,25 +76,19 @@ impl Mirrors {
                     .checkout(false, &cluster.limits.conn)
                     .await
                     .map_err(|_| "connect")?;
-                let (uri, version) = if co.is_h2() {
-                    headers.remove(HOST);
-                    let scheme = if co.is_tls() { "https" } else { "http" };
-                    (format!("{scheme}://{shadow}{path}"), Version::HTTP_2)
+                let sent = if co.is_raw() {
+                    let head = crate::upstream::h1::RawHead {
+                        method: &method,
+                        path_and_query: &path,
+                        host: &host,
+                        headers: &headers,
+                    };
+                    co.send_raw(&head, Some(&body).filter(|b| !b.is_empty()))
+                        .await
+                        .map_err(|_| "send")?
                 } else {
-                    headers.insert(HOST, host);
-                    (path, Version::HTTP_11)
+                    send_hyper(co, headers, host, method, &shadow, path, body).await?
                 };
-                let uri: Uri = uri.parse().map_err(|_| "uri")?;
-                let mut req = Request::new(if body.is_empty() {
-                    UpBody::Empty
-                } else {
-                    UpBody::Full(Some(body))
-                });
-                *req.method_mut() = method;
-                *req.uri_mut() = uri;
-                *req.version_mut() = version;
-                *req.headers_mut() = headers;
-                let sent = co.send(req).await.map_err(|_| "send")?;
                 let ok = sent.response.status().as_u16() < 500;
                 sent.response
                     .into_body()
@@ -122,4 +116,35 @@ impl Mirrors {
                 .inc();
         });
     }
+}
+
+/// A copy sent through hyper (HTTP/2 upstreams, or header case to preserve).
+async fn send_hyper(
+    co: crate::upstream::Checkout,
+    mut headers: http::HeaderMap,
+    host: HeaderValue,
+    method: http::Method,
+    shadow: &str,
+    path: String,
+    body: bytes::Bytes,
+) -> Result<crate::upstream::Sent, &'static str> {
+    let (uri, version) = if co.is_h2() {
+        headers.remove(HOST);
+        let scheme = if co.is_tls() { "https" } else { "http" };
+        (format!("{scheme}://{shadow}{path}"), Version::HTTP_2)
+    } else {
+        headers.insert(HOST, host);
+        (path, Version::HTTP_11)
+    };
+    let uri: Uri = uri.parse().map_err(|_| "uri")?;
+    let mut req = Request::new(if body.is_empty() {
+        UpBody::Empty
+    } else {
+        UpBody::Full(Some(body))
+    });
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = version;
+    *req.headers_mut() = headers;
+    co.send(req).await.map_err(|_| "send")
 }

@@ -33,6 +33,7 @@ use crate::route::{
     host_of, pattern_matches, roll, Action, CorsDecision, RequestView, Route, WeightedDestination,
 };
 use crate::tls::identity::Identity;
+use crate::upstream::h1::RawHead;
 use crate::upstream::outlier::Outcome;
 use crate::upstream::{retry, Cluster};
 
@@ -99,6 +100,16 @@ impl BodySlot {
                 None => false,
             },
             _ => true,
+        }
+    }
+
+    /// The body when it needs no streaming: `Some(None)` for none, `Some(Some(bytes))` when
+    /// buffered; `None` for a streamed body.
+    fn buffered(&self) -> Option<Option<&Bytes>> {
+        match self {
+            BodySlot::Empty => Some(None),
+            BodySlot::Buffered(b) => Some(Some(b)),
+            BodySlot::Stream { .. } => None,
         }
     }
 
@@ -503,6 +514,19 @@ impl Proxy {
                 if upgrade.is_some() && co.is_h2() {
                     // Upgrades need HTTP/1.1 to the upstream (h2 has extended CONNECT instead).
                     return Err(ProxyError::new(ErrorKind::UpgradeUnsupported));
+                }
+                // The common case: HTTP/1.1, a buffered or no body, no upgrade; written
+                // straight from the request's headers, no copy of them, no URI to build.
+                if co.is_raw() && upgrade.is_none() {
+                    if let Some(body) = slot.buffered() {
+                        let head = RawHead {
+                            method: &parts.method,
+                            path_and_query: &path_and_query,
+                            host: &host_header,
+                            headers: &parts.headers,
+                        };
+                        return co.send_raw(&head, body).await;
+                    }
                 }
                 let mut headers = parts.headers.clone();
                 // HTTP/2 carries the authority in the URI; HTTP/1.1 in Host, origin-form.

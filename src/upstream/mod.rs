@@ -8,6 +8,7 @@
 
 pub mod balance;
 pub mod dns;
+pub mod h1;
 pub mod hash;
 pub mod outlier;
 pub mod pool;

@@ -15,17 +15,17 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::body::UpBody;
+use crate::body::{UpBody, UpstreamBody};
 use crate::error::{ErrorKind, ProxyError};
 use crate::tls::client::ClientTls;
 
 use super::dns::{Cached, Resolver, Spread};
+use super::h1::{H1Conn, RawHead, UpIo};
 
 /// Where an endpoint lives.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -175,8 +175,24 @@ impl Registry {
     }
 }
 
+/// A kept-alive HTTP/1.1 connection: ours, or one handed to hyper for a request that
+/// needed it (it stays with hyper from then on).
+enum IdleConn {
+    Raw(H1Conn),
+    Hyper(http1::SendRequest<UpBody>),
+}
+
+impl IdleConn {
+    fn usable(&mut self) -> bool {
+        match self {
+            IdleConn::Raw(c) => c.is_alive(),
+            IdleConn::Hyper(tx) => tx.is_ready(),
+        }
+    }
+}
+
 struct Idle {
-    tx: http1::SendRequest<UpBody>,
+    conn: IdleConn,
     since: Instant,
     /// Requests this connection has carried.
     served: u32,
@@ -209,7 +225,7 @@ impl std::fmt::Debug for EndpointPool {
 /// once the response body is done.
 pub struct Sent {
     /// The upstream response head and streaming body.
-    pub response: Response<Incoming>,
+    pub response: Response<UpstreamBody>,
     /// Hand this back with `release` when the body has been read to the end.
     pub conn: Option<PooledConn>,
 }
@@ -235,13 +251,13 @@ impl PooledConn {
             return; // connectionPool.http.maxRequestsPerConnection: let it close
         }
         if tx.is_ready() {
-            pool.put(tx, served);
+            pool.put(IdleConn::Hyper(tx), served);
         } else if !tx.is_closed() {
             // The connection task has not yet seen the end of the response; wait briefly.
             tokio::spawn(async move {
                 let ready = tokio::time::timeout(Duration::from_secs(1), tx.ready()).await;
                 if matches!(ready, Ok(Ok(()))) {
-                    pool.put(tx, served);
+                    pool.put(IdleConn::Hyper(tx), served);
                 }
             });
         }
@@ -259,18 +275,23 @@ impl EndpointPool {
         &self.label
     }
 
-    fn put(&self, tx: http1::SendRequest<UpBody>, served: u32) {
+    fn put(&self, conn: IdleConn, served: u32) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < self.settings.max_idle {
             idle.push(Idle {
-                tx,
+                conn,
                 since: Instant::now(),
                 served,
             });
         }
     }
 
-    fn take_idle(&self, idle_timeout: Duration) -> Option<(http1::SendRequest<UpBody>, u32)> {
+    /// Keep a connection whose response has ended, for the next request.
+    pub(super) fn put_raw(&self, conn: H1Conn, served: u32) {
+        self.put(IdleConn::Raw(conn), served);
+    }
+
+    fn take_idle(&self, idle_timeout: Duration) -> Option<(IdleConn, u32)> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         // Expired connections sit at the front (oldest first): drop them in one go.
@@ -279,9 +300,9 @@ impl EndpointPool {
             .position(|c| now.duration_since(c.since) < idle_timeout)
             .unwrap_or(idle.len());
         idle.drain(..fresh_from);
-        while let Some(c) = idle.pop() {
-            if c.tx.is_ready() {
-                return Some((c.tx, c.served));
+        while let Some(mut c) = idle.pop() {
+            if c.conn.usable() {
+                return Some((c.conn, c.served));
             }
         }
         None
@@ -349,10 +370,14 @@ impl EndpointPool {
             if let Some(tx) = shared.filter(|tx| !tx.is_closed()) {
                 return Ok(self.checked(Sender::H2(tx), true));
             }
-            if let Some((tx, served)) =
+            if let Some((conn, served)) =
                 self.take_idle(limits.idle_timeout.unwrap_or(self.settings.idle_timeout))
             {
-                return Ok(self.checked(Sender::H1(tx), true).served(served, limits));
+                let sender = match conn {
+                    IdleConn::Raw(c) => Sender::Raw(c),
+                    IdleConn::Hyper(tx) => Sender::H1(tx),
+                };
+                return Ok(self.checked(sender, true).served(served, limits));
             }
         }
         // A new connection. Its futures (DNS, TCP, TLS and HTTP handshakes) are large and
@@ -369,10 +394,10 @@ impl EndpointPool {
         let deadline = tokio::time::Instant::now() + connect_timeout;
         let tcp = self.connect_tcp(connect_timeout, limits.keepalive).await?;
         match &self.tls {
-            None => {
-                self.handshake(TokioIo::new(tcp), self.protocol == Protocol::Http2)
-                    .await
-            }
+            None => self
+                .handshake(UpIo::Plain(tcp), self.protocol == Protocol::Http2)
+                .await
+                .map(|c| c.served(0, limits)),
             Some(t) => {
                 let connector = tokio_rustls::TlsConnector::from(t.config.clone());
                 let tls = match tokio::time::timeout_at(
@@ -389,7 +414,7 @@ impl EndpointPool {
                     Err(_) => return Err(ProxyError::new(ErrorKind::ConnectTimeout)),
                 };
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                self.handshake(TokioIo::new(tls), h2)
+                self.handshake(UpIo::Tls(Box::new(tls)), h2)
                     .await
                     .map(|c| c.served(0, limits))
             }
@@ -406,15 +431,13 @@ impl EndpointPool {
         }
     }
 
-    async fn handshake<I>(self: &Arc<Self>, io: I, h2: bool) -> Result<Checkout, ProxyError>
-    where
-        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    {
+    /// A new connection ready for requests: HTTP/2 through hyper, HTTP/1.1 our own.
+    async fn handshake(self: &Arc<Self>, io: UpIo, h2: bool) -> Result<Checkout, ProxyError> {
         if h2 {
             let (tx, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .keep_alive_interval(Duration::from_secs(30))
-                .handshake(io)
+                .handshake(TokioIo::new(io))
                 .await
                 .map_err(|e| ProxyError::with(ErrorKind::ConnectFailed, e))?;
             tokio::spawn(async move {
@@ -425,19 +448,24 @@ impl EndpointPool {
             *self.shared_h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
             Ok(self.checked(Sender::H2(tx), false))
         } else {
-            let (tx, conn) = http1::Builder::new()
-                .preserve_header_case(self.settings.preserve_header_case)
-                .handshake(io)
-                .await
-                .map_err(|e| ProxyError::with(ErrorKind::ConnectFailed, e))?;
-            // with_upgrades: a 101 hands the connection to the WebSocket tunnel.
-            tokio::spawn(async move {
-                if let Err(e) = conn.with_upgrades().await {
-                    tracing::debug!(error = %e, "upstream connection closed with error");
-                }
-            });
-            Ok(self.checked(Sender::H1(tx), false))
+            Ok(self.checked(Sender::Raw(H1Conn::new(io)), false))
         }
+    }
+
+    /// Hand an HTTP/1.1 connection to hyper, for a request our own client does not carry.
+    async fn to_hyper(&self, conn: H1Conn) -> Result<http1::SendRequest<UpBody>, ProxyError> {
+        let (tx, conn) = http1::Builder::new()
+            .preserve_header_case(self.settings.preserve_header_case)
+            .handshake(TokioIo::new(conn.into_io()))
+            .await
+            .map_err(|e| ProxyError::with(ErrorKind::ConnectFailed, e))?;
+        // with_upgrades: a 101 hands the connection to the WebSocket tunnel.
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection closed with error");
+            }
+        });
+        Ok(tx)
     }
 
     /// The upstream HTTP version of this pool.
@@ -447,6 +475,8 @@ impl EndpointPool {
 }
 
 enum Sender {
+    /// Our own HTTP/1.1 exchange (`h1`).
+    Raw(H1Conn),
     H1(http1::SendRequest<UpBody>),
     H2(http2::SendRequest<UpBody>),
 }
@@ -516,6 +546,43 @@ impl Checkout {
         matches!(self.sender, Sender::H2(_))
     }
 
+    /// Whether `send_raw` can carry the request: an HTTP/1.1 connection of our own, and no
+    /// header case to preserve (only hyper keeps it).
+    pub fn is_raw(&self) -> bool {
+        matches!(self.sender, Sender::Raw(_)) && !self.pool.settings.preserve_header_case
+    }
+
+    /// Send a request whose body is absent or buffered over our own HTTP/1.1 client (see
+    /// `is_raw`) and wait for the response head.
+    pub async fn send_raw(
+        self,
+        head: &RawHead<'_>,
+        body: Option<&bytes::Bytes>,
+    ) -> Result<Sent, ProxyError> {
+        let Sender::Raw(conn) = self.sender else {
+            return Err(ProxyError::new(ErrorKind::Internal));
+        };
+        match super::h1::send(
+            conn,
+            &self.pool,
+            head,
+            body,
+            self.served + 1,
+            self.max_per_conn,
+        )
+        .await
+        {
+            Ok(response) => Ok(Sent {
+                response: response.map(UpstreamBody::Raw),
+                conn: None,
+            }),
+            Err(e) => Err(ProxyError {
+                reused: self.reused,
+                ..e
+            }),
+        }
+    }
+
     /// Whether the connection is TLS (the URI scheme for HTTP/2).
     pub fn is_tls(&self) -> bool {
         self.pool.tls.is_some()
@@ -524,10 +591,20 @@ impl Checkout {
     /// Send `req` and wait for the response head.
     pub async fn send(self, req: Request<UpBody>) -> Result<Sent, ProxyError> {
         let reused = self.reused;
-        match self.sender {
+        let sender = match self.sender {
+            Sender::Raw(conn) => {
+                Sender::H1(self.pool.to_hyper(conn).await.map_err(|e| ProxyError {
+                    reused,
+                    ..ProxyError::with(ErrorKind::UpstreamReset, e)
+                })?)
+            }
+            other => other,
+        };
+        match sender {
+            Sender::Raw(_) => Err(ProxyError::new(ErrorKind::Internal)),
             Sender::H1(mut tx) => match tx.send_request(req).await {
                 Ok(response) => Ok(Sent {
-                    response,
+                    response: response.map(UpstreamBody::Hyper),
                     conn: Some(PooledConn {
                         pool: self.pool,
                         tx,
@@ -546,7 +623,7 @@ impl Checkout {
                 }
                 match tx.send_request(req).await {
                     Ok(response) => Ok(Sent {
-                        response,
+                        response: response.map(UpstreamBody::Hyper),
                         conn: None,
                     }),
                     Err(e) => Err(map_send_error(e, reused)),

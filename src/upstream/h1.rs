@@ -1,0 +1,864 @@
+//! HTTP/1.1 to upstreams, driven inside the request's own task.
+//!
+//! The request head (and a buffered body) goes out in one write, the response head is parsed
+//! from the connection's buffer, and the response body is read by whoever polls it (the
+//! downstream connection), which then puts the connection straight back in its pool.
+//!
+//! Why not hyper's client here: hyper runs each upstream connection as a task of its own fed
+//! through a channel, so every request paid a task hand-off each way, the channel, and a
+//! second copy of its headers; callgrind put that connection task at 30% of a proxied
+//! keep-alive request. Requests that need more (a streamed body, a protocol upgrade,
+//! preserved header case) still go through hyper on the same pooled connection (`pool`).
+//!
+//! Framing follows RFC 9112 §6.3: no body for HEAD, 1xx, 204 and 304; chunked when it is
+//! the final transfer coding; else Content-Length (all copies must agree); else the body
+//! runs to the end of the connection. Interim 1xx responses are skipped.
+//!
+//! Depends on: tokio, tokio-rustls, httparse, http, `pool` (to give connections back).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::pool::EndpointPool;
+use crate::error::{ErrorKind, ProxyError};
+
+/// Longest response head (or trailer block) accepted, as Envoy's default 60 KiB.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most response header fields accepted (Envoy's default `max_headers_count`).
+const MAX_HEADERS: usize = 100;
+/// Longest chunk-size line (size, extensions and CRLF).
+const MAX_CHUNK_LINE: usize = 4096;
+/// Bodies up to this size are copied behind the head so the request is one write.
+const COALESCE: usize = 16 * 1024;
+
+/// The byte stream under an upstream HTTP/1.1 connection.
+pub enum UpIo {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS originated by the gateway.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for UpIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpIo::Plain(s) => s.is_write_vectored(),
+            UpIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An idle or busy upstream HTTP/1.1 connection with its buffers.
+pub struct H1Conn {
+    io: UpIo,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+}
+
+/// The request head as the proxy has it, borrowed.
+pub struct RawHead<'a> {
+    /// Request method.
+    pub method: &'a Method,
+    /// Origin-form target.
+    pub path_and_query: &'a str,
+    /// The `Host` value (replaces any in `headers`).
+    pub host: &'a HeaderValue,
+    /// Header fields to send, hop-by-hop ones already removed.
+    pub headers: &'a HeaderMap,
+}
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes.
+    Eof,
+}
+
+fn protocol(msg: &'static str) -> ProxyError {
+    ProxyError::with(ErrorKind::UpstreamReset, msg)
+}
+
+impl H1Conn {
+    /// A connection over `io`, nothing buffered.
+    pub fn new(io: UpIo) -> Self {
+        Self {
+            io,
+            rbuf: BytesMut::new(),
+            wbuf: Vec::new(),
+        }
+    }
+
+    /// The stream, for handing the connection to hyper (only between exchanges, when
+    /// nothing is buffered).
+    pub fn into_io(self) -> UpIo {
+        self.io
+    }
+
+    /// Whether an idle connection can still carry a request: the upstream has neither
+    /// closed it nor sent anything unasked. Costs no system call unless the socket has
+    /// signalled readability since it was last drained.
+    pub fn is_alive(&mut self) -> bool {
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut rb = ReadBuf::new(&mut byte);
+        Pin::new(&mut self.io)
+            .poll_read(&mut cx, &mut rb)
+            .is_pending()
+    }
+
+    /// Send one request and read the response head. Returns the head, how the body is
+    /// framed and whether the connection may carry another request afterwards.
+    async fn exchange(
+        &mut self,
+        head: &RawHead<'_>,
+        body: Option<&Bytes>,
+    ) -> Result<(http::response::Parts, Framing, bool), ProxyError> {
+        self.encode(head, body);
+        let big = body.filter(|b| b.len() > COALESCE);
+        let write = async {
+            self.io.write_all(&self.wbuf).await?;
+            if let Some(b) = big {
+                self.io.write_all(b).await?;
+            }
+            self.io.flush().await
+        };
+        write
+            .await
+            .map_err(|e| ProxyError::with(ErrorKind::UpstreamReset, e))?;
+        if self.wbuf.capacity() > 16 * 1024 {
+            self.wbuf = Vec::new(); // do not keep a large body's buffer on an idle connection
+        }
+        loop {
+            if let Some(parsed) = self.parse_head(head.method)? {
+                return Ok(parsed);
+            }
+            if self.rbuf.len() >= MAX_HEAD {
+                return Err(protocol("upstream response head too large"));
+            }
+            self.rbuf.reserve(8 * 1024);
+            let n = self
+                .io
+                .read_buf(&mut self.rbuf)
+                .await
+                .map_err(|e| ProxyError::with(ErrorKind::UpstreamReset, e))?;
+            if n == 0 {
+                return Err(protocol("upstream closed before a complete response head"));
+            }
+        }
+    }
+
+    /// The request head (and a small body) into `wbuf`.
+    fn encode(&mut self, head: &RawHead<'_>, body: Option<&Bytes>) {
+        let w = &mut self.wbuf;
+        w.clear();
+        w.extend_from_slice(head.method.as_str().as_bytes());
+        w.push(b' ');
+        w.extend_from_slice(head.path_and_query.as_bytes());
+        w.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        w.extend_from_slice(head.host.as_bytes());
+        w.extend_from_slice(b"\r\n");
+        for (name, value) in head.headers {
+            // A buffered body gets its own length below; without one the client's
+            // `content-length` (zero) passes through.
+            if *name == HOST || (body.is_some() && *name == CONTENT_LENGTH) {
+                continue;
+            }
+            w.extend_from_slice(name.as_str().as_bytes());
+            w.extend_from_slice(b": ");
+            w.extend_from_slice(value.as_bytes());
+            w.extend_from_slice(b"\r\n");
+        }
+        if let Some(b) = body {
+            w.extend_from_slice(b"content-length: ");
+            push_decimal(w, b.len() as u64);
+            w.extend_from_slice(b"\r\n");
+        }
+        w.extend_from_slice(b"\r\n");
+        if let Some(b) = body.filter(|b| b.len() <= COALESCE) {
+            w.extend_from_slice(b);
+        }
+    }
+
+    /// Parse a complete response head from `rbuf`, skipping interim 1xx responses;
+    /// `None` when more bytes are needed.
+    #[allow(clippy::type_complexity)]
+    fn parse_head(
+        &mut self,
+        method: &Method,
+    ) -> Result<Option<(http::response::Parts, Framing, bool)>, ProxyError> {
+        loop {
+            if self.rbuf.is_empty() {
+                return Ok(None);
+            }
+            // Offsets of each name and value in the buffer, so values can be slices of the
+            // frozen head rather than copies.
+            let mut idx = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+            let (len, code, version, count) = {
+                let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut res = httparse::Response::new(&mut fields);
+                let len = match res.parse(&self.rbuf) {
+                    Ok(httparse::Status::Complete(n)) => n,
+                    Ok(httparse::Status::Partial) => return Ok(None),
+                    Err(httparse::Error::TooManyHeaders) => {
+                        return Err(protocol("too many upstream response headers"))
+                    }
+                    Err(_) => return Err(protocol("malformed upstream response head")),
+                };
+                let base = self.rbuf.as_ptr() as usize;
+                let mut count = 0;
+                for f in res.headers.iter() {
+                    let n = f.name.as_ptr() as usize - base;
+                    let v = f.value.as_ptr() as usize - base;
+                    idx[count] = (n, n + f.name.len(), v, v + f.value.len());
+                    count += 1;
+                }
+                (len, res.code.unwrap_or(0), res.version.unwrap_or(1), count)
+            };
+            let status =
+                StatusCode::from_u16(code).map_err(|_| protocol("invalid upstream status"))?;
+            let raw = self.rbuf.split_to(len).freeze();
+            if status.is_informational() {
+                if status == StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(protocol("upstream switched protocols unasked"));
+                }
+                continue; // 100 Continue, 103 Early Hints: the final response follows
+            }
+            let mut headers = HeaderMap::with_capacity(count);
+            for &(ns, ne, vs, ve) in &idx[..count] {
+                let name = HeaderName::from_bytes(&raw[ns..ne])
+                    .map_err(|_| protocol("invalid upstream header name"))?;
+                let value = HeaderValue::from_maybe_shared(raw.slice(vs..ve))
+                    .map_err(|_| protocol("invalid upstream header value"))?;
+                headers.append(name, value);
+            }
+            let version = if version == 0 {
+                Version::HTTP_10
+            } else {
+                Version::HTTP_11
+            };
+            let (framing, mut keep_alive) = framing(method, status, version, &headers)?;
+            if connection_has(&headers, "close") {
+                keep_alive = false;
+            }
+            let mut parts = http::Response::new(()).into_parts().0;
+            parts.status = status;
+            parts.version = version;
+            parts.headers = headers;
+            return Ok(Some((parts, framing, keep_alive)));
+        }
+    }
+}
+
+/// The body framing and whether the framing allows reuse (RFC 9112 §6.3, §9.3).
+fn framing(
+    method: &Method,
+    status: StatusCode,
+    version: Version,
+    headers: &HeaderMap,
+) -> Result<(Framing, bool), ProxyError> {
+    let keep_alive = version == Version::HTTP_11 || connection_has(headers, "keep-alive");
+    if *method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::Length(0), keep_alive));
+    }
+    if headers.contains_key(TRANSFER_ENCODING) {
+        let chunked = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
+        // With both headers the length is ignored and the connection must not be reused.
+        let reuse = keep_alive && chunked && !headers.contains_key(CONTENT_LENGTH);
+        return Ok((
+            if chunked {
+                Framing::Chunked
+            } else {
+                Framing::Eof
+            },
+            reuse,
+        ));
+    }
+    let mut length = None;
+    for v in headers.get_all(CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|&b| b == b',') {
+            let n = parse_decimal(trim(part)).ok_or_else(|| protocol("invalid content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(protocol("conflicting content-length"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(n) => (Framing::Length(n), keep_alive),
+        None => (Framing::Eof, false),
+    })
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| trim(t).eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
+}
+
+fn push_decimal(w: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    w.extend_from_slice(&digits[i..]);
+}
+
+/// Where a finished connection goes back to.
+struct Release {
+    pool: Arc<EndpointPool>,
+    served: u32,
+}
+
+/// Chunked decoding state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Length(u64),
+    Chunked(Chunk),
+    Eof,
+    Done,
+}
+
+/// A response body read from an upstream connection by whoever polls it.
+pub struct RawBody {
+    conn: Option<H1Conn>,
+    state: State,
+    release: Option<Release>,
+}
+
+impl std::fmt::Debug for RawBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawBody")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(msg: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+impl RawBody {
+    fn new(conn: H1Conn, framing: Framing, release: Option<Release>) -> Self {
+        let mut body = Self {
+            conn: Some(conn),
+            state: match framing {
+                Framing::Length(n) => State::Length(n),
+                Framing::Chunked => State::Chunked(Chunk::Size),
+                Framing::Eof => State::Eof,
+            },
+            release,
+        };
+        if body.state == State::Length(0) {
+            body.done();
+        }
+        body
+    }
+
+    /// The body ended cleanly: give the connection back when it can carry another request.
+    fn done(&mut self) {
+        self.state = State::Done;
+        let (Some(conn), Some(r)) = (self.conn.take(), self.release.take()) else {
+            return;
+        };
+        // Bytes beyond the response are a protocol violation: never reuse such a connection.
+        if conn.rbuf.is_empty() {
+            r.pool.put_raw(conn, r.served);
+        }
+    }
+
+    /// Read more from the connection; `Ok(0)` at its end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        if conn.rbuf.capacity() - conn.rbuf.len() < 4096 {
+            conn.rbuf.reserve(want.clamp(8 * 1024, 64 * 1024));
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.rbuf)
+    }
+
+    /// The connection's read buffer; the connection is only gone once the body is done.
+    fn buffered(&mut self) -> io::Result<&mut BytesMut> {
+        match self.conn.as_mut() {
+            Some(c) => Ok(&mut c.rbuf),
+            None => Err(invalid("upstream connection already released")),
+        }
+    }
+
+    /// Take up to `max` buffered bytes as a data frame.
+    fn take_data(&mut self, max: u64) -> io::Result<Bytes> {
+        let buf = self.buffered()?;
+        let n = buf.len().min(usize::try_from(max).unwrap_or(usize::MAX));
+        Ok(buf.split_to(n).freeze())
+    }
+}
+
+impl Body for RawBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        loop {
+            let have = this.conn.as_ref().map_or(0, |c| c.rbuf.len());
+            match this.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(0) => {
+                    this.done();
+                    return Poll::Ready(None);
+                }
+                State::Length(rem) => {
+                    if have > 0 {
+                        let data = match this.take_data(rem) {
+                            Ok(d) => d,
+                            Err(e) => return Poll::Ready(Some(Err(e))),
+                        };
+                        let left = rem - data.len() as u64;
+                        this.state = State::Length(left);
+                        if left == 0 {
+                            this.done();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    let want = usize::try_from(rem).unwrap_or(usize::MAX);
+                    match std::task::ready!(this.poll_fill(cx, want)) {
+                        Ok(0) => {
+                            return Poll::Ready(Some(Err(invalid(
+                                "upstream closed before the end of the body",
+                            ))))
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                    }
+                }
+                State::Eof => {
+                    if have > 0 {
+                        return Poll::Ready(Some(this.take_data(u64::MAX).map(Frame::data)));
+                    }
+                    match std::task::ready!(this.poll_fill(cx, 64 * 1024)) {
+                        Ok(0) => {
+                            this.state = State::Done;
+                            this.conn = None;
+                            return Poll::Ready(None);
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                    }
+                }
+                State::Chunked(chunk) => match this.step_chunked(chunk) {
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                    Ok(Step::Frame(f)) => return Poll::Ready(Some(Ok(f))),
+                    Ok(Step::End) => {
+                        this.done();
+                        return Poll::Ready(None);
+                    }
+                    Ok(Step::Again) => {}
+                    Ok(Step::More) => match std::task::ready!(this.poll_fill(cx, 16 * 1024)) {
+                        Ok(0) => {
+                            return Poll::Ready(Some(Err(invalid(
+                                "upstream closed inside a chunked body",
+                            ))))
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                    },
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state == State::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// One step of chunked decoding over what is buffered.
+enum Step {
+    Frame(Frame<Bytes>),
+    /// State advanced; step again.
+    Again,
+    /// Needs more bytes.
+    More,
+    /// The body ended (trailers, if any, were already returned).
+    End,
+}
+
+impl RawBody {
+    fn step_chunked(&mut self, chunk: Chunk) -> io::Result<Step> {
+        let buf = self.buffered()?;
+        match chunk {
+            Chunk::Size => {
+                let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
+                    return if buf.len() > MAX_CHUNK_LINE {
+                        Err(invalid("chunk size line too long"))
+                    } else {
+                        Ok(Step::More)
+                    };
+                };
+                if lf == 0 || buf[lf - 1] != b'\r' {
+                    return Err(invalid("chunk size line without CRLF"));
+                }
+                let line = &buf[..lf - 1];
+                let digits = line
+                    .iter()
+                    .position(|&b| !b.is_ascii_hexdigit())
+                    .unwrap_or(line.len());
+                // After the digits only optional whitespace and `;extensions` may follow.
+                let rest = trim(&line[digits..]);
+                if digits == 0 || digits > 15 || !(rest.is_empty() || rest[0] == b';') {
+                    return Err(invalid("invalid chunk size"));
+                }
+                let size = line[..digits].iter().fold(0u64, |n, &b| {
+                    n * 16 + u64::from((b as char).to_digit(16).unwrap_or(0))
+                });
+                buf.advance(lf + 1);
+                self.state = State::Chunked(if size == 0 {
+                    Chunk::Trailers
+                } else {
+                    Chunk::Data(size)
+                });
+                Ok(Step::Again)
+            }
+            Chunk::Data(rem) => {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                let data = self.take_data(rem)?;
+                let left = rem - data.len() as u64;
+                self.state = State::Chunked(if left == 0 {
+                    Chunk::DataEnd
+                } else {
+                    Chunk::Data(left)
+                });
+                Ok(Step::Frame(Frame::data(data)))
+            }
+            Chunk::DataEnd => {
+                if buf.len() < 2 {
+                    return Ok(Step::More);
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err(invalid("chunk data not followed by CRLF"));
+                }
+                buf.advance(2);
+                self.state = State::Chunked(Chunk::Size);
+                Ok(Step::Again)
+            }
+            Chunk::Trailers => {
+                if buf.len() < 2 {
+                    return Ok(Step::More);
+                }
+                if &buf[..2] == b"\r\n" {
+                    buf.advance(2);
+                    return Ok(Step::End);
+                }
+                let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let (len, trailers) = match httparse::parse_headers(buf, &mut fields) {
+                    Ok(httparse::Status::Complete((len, fields))) => {
+                        let mut map = HeaderMap::with_capacity(fields.len());
+                        for f in fields.iter() {
+                            if let (Ok(n), Ok(v)) = (
+                                HeaderName::from_bytes(f.name.as_bytes()),
+                                HeaderValue::from_bytes(f.value),
+                            ) {
+                                map.append(n, v);
+                            }
+                        }
+                        (len, map)
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => {
+                        return Ok(Step::More)
+                    }
+                    _ => return Err(invalid("invalid chunked trailers")),
+                };
+                buf.advance(len);
+                self.done();
+                Ok(Step::Frame(Frame::trailers(trailers)))
+            }
+        }
+    }
+}
+
+/// A checked-out connection's exchange: send, parse the head, and wrap the body, which
+/// returns the connection to `pool` when it ends if it can be reused.
+pub async fn send(
+    mut conn: H1Conn,
+    pool: &Arc<EndpointPool>,
+    head: &RawHead<'_>,
+    body: Option<&Bytes>,
+    served: u32,
+    max_per_conn: Option<u32>,
+) -> Result<http::Response<RawBody>, ProxyError> {
+    let (parts, framing, keep_alive) = conn.exchange(head, body).await?;
+    let reuse = keep_alive && max_per_conn.is_none_or(|m| served < m);
+    let release = reuse.then(|| Release {
+        pool: pool.clone(),
+        served,
+    });
+    Ok(http::Response::from_parts(
+        parts,
+        RawBody::new(conn, framing, release),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn framing_follows_rfc9112() {
+        let get = Method::GET;
+        let ok = StatusCode::OK;
+        let v11 = Version::HTTP_11;
+        let f = |m: &Method, s, v, h: &[(&str, &str)]| framing(m, s, v, &map(h)).ok();
+        assert_eq!(
+            f(&get, ok, v11, &[("content-length", "5")]),
+            Some((Framing::Length(5), true))
+        );
+        assert_eq!(
+            f(&Method::HEAD, ok, v11, &[("content-length", "5")]),
+            Some((Framing::Length(0), true))
+        );
+        assert_eq!(
+            f(&get, StatusCode::NO_CONTENT, v11, &[]),
+            Some((Framing::Length(0), true))
+        );
+        assert_eq!(
+            f(
+                &get,
+                StatusCode::NOT_MODIFIED,
+                v11,
+                &[("content-length", "9")]
+            ),
+            Some((Framing::Length(0), true))
+        );
+        assert_eq!(
+            f(&get, ok, v11, &[("transfer-encoding", "gzip, chunked")]),
+            Some((Framing::Chunked, true))
+        );
+        assert_eq!(
+            f(
+                &get,
+                ok,
+                v11,
+                &[("transfer-encoding", "chunked"), ("content-length", "3")]
+            ),
+            Some((Framing::Chunked, false))
+        );
+        assert_eq!(
+            f(&get, ok, v11, &[("transfer-encoding", "gzip")]),
+            Some((Framing::Eof, false))
+        );
+        assert_eq!(f(&get, ok, v11, &[]), Some((Framing::Eof, false)));
+        assert_eq!(
+            f(&get, ok, v11, &[("content-length", "7, 7")]),
+            Some((Framing::Length(7), true))
+        );
+        assert_eq!(f(&get, ok, v11, &[("content-length", "7, 8")]), None);
+        assert_eq!(f(&get, ok, v11, &[("content-length", "-1")]), None);
+        assert_eq!(f(&get, ok, v11, &[("content-length", "+1")]), None);
+        assert_eq!(
+            f(&get, ok, Version::HTTP_10, &[("content-length", "1")]),
+            Some((Framing::Length(1), false))
+        );
+        assert_eq!(
+            f(
+                &get,
+                ok,
+                Version::HTTP_10,
+                &[("content-length", "1"), ("connection", "Keep-Alive")]
+            ),
+            Some((Framing::Length(1), true))
+        );
+    }
+
+    #[test]
+    fn decimals() {
+        let mut w = Vec::new();
+        push_decimal(&mut w, 0);
+        w.push(b' ');
+        push_decimal(&mut w, 18_446_744_073_709_551_615);
+        assert_eq!(w, b"0 18446744073709551615");
+        assert_eq!(parse_decimal(b"0012"), Some(12));
+        assert_eq!(parse_decimal(b""), None);
+        assert_eq!(parse_decimal(b"99999999999999999999"), None);
+    }
+
+    /// A body decoded from `wire` written by a peer in pieces of `step` bytes.
+    async fn decode(wire: &'static [u8], step: usize, framing: Framing) -> io::Result<Vec<u8>> {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            for piece in wire.chunks(step) {
+                s.write_all(piece).await.unwrap();
+                s.flush().await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        });
+        let s = TcpStream::connect(addr).await.unwrap();
+        let body = RawBody::new(H1Conn::new(UpIo::Plain(s)), framing, None);
+        let mut out = Vec::new();
+        let mut body = std::pin::pin!(body);
+        while let Some(f) = body.frame().await {
+            if let Ok(d) = f?.into_data() {
+                out.extend_from_slice(&d);
+            }
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_decode_across_reads() {
+        let wire = b"5;ext=1\r\nhello\r\nA \r\n, world!!!\r\n0\r\nx-t: 1\r\n\r\n";
+        for step in [1, 3, 7, wire.len()] {
+            assert_eq!(
+                decode(wire, step, Framing::Chunked).await.unwrap(),
+                b"hello, world!!!"
+            );
+        }
+        assert!(decode(b"5\r\nhelloXX0\r\n\r\n", 4, Framing::Chunked)
+            .await
+            .is_err());
+        assert!(decode(b"zz\r\n", 4, Framing::Chunked).await.is_err());
+        assert!(decode(b"5\r\nhel", 4, Framing::Chunked).await.is_err());
+        assert_eq!(
+            decode(b"abcdef", 2, Framing::Length(4)).await.unwrap(),
+            b"abcd"
+        );
+        assert!(decode(b"ab", 2, Framing::Length(4)).await.is_err());
+        assert_eq!(
+            decode(b"to the end", 3, Framing::Eof).await.unwrap(),
+            b"to the end"
+        );
+    }
+}

@@ -111,6 +111,9 @@ pub struct H1Conn {
     io: UpIo,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
+    /// Where each response header's name and value sit in `rbuf`, kept between requests
+    /// (a fresh zeroed array per response cost more than the parse).
+    idx: Vec<(u32, u32, u32, u32)>,
 }
 
 /// The request head as the proxy has it, borrowed.
@@ -145,6 +148,7 @@ impl H1Conn {
             io,
             rbuf: BytesMut::new(),
             wbuf: Vec::new(),
+            idx: Vec::new(),
         }
     }
 
@@ -255,28 +259,33 @@ impl H1Conn {
             }
             // Offsets of each name and value in the buffer, so values can be slices of the
             // frozen head rather than copies.
-            let mut idx = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-            let (len, code, version, count) = {
-                let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut res = httparse::Response::new(&mut fields);
-                let len = match res.parse(&self.rbuf) {
-                    Ok(httparse::Status::Complete(n)) => n,
-                    Ok(httparse::Status::Partial) => return Ok(None),
-                    Err(httparse::Error::TooManyHeaders) => {
-                        return Err(protocol("too many upstream response headers"))
+            self.idx.clear();
+            let (len, code, version) =
+                {
+                    let mut fields =
+                        [std::mem::MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+                    let mut res = httparse::Response::new(&mut []);
+                    let parsed = httparse::ParserConfig::default()
+                        .parse_response_with_uninit_headers(&mut res, &self.rbuf, &mut fields);
+                    let len = match parsed {
+                        Ok(httparse::Status::Complete(n)) => n,
+                        Ok(httparse::Status::Partial) => return Ok(None),
+                        Err(httparse::Error::TooManyHeaders) => {
+                            return Err(protocol("too many upstream response headers"))
+                        }
+                        Err(_) => return Err(protocol("malformed upstream response head")),
+                    };
+                    // The head is at most MAX_HEAD bytes (checked before reading more), so
+                    // offsets fit in u32.
+                    let base = self.rbuf.as_ptr() as usize;
+                    for f in res.headers.iter() {
+                        let n = (f.name.as_ptr() as usize - base) as u32;
+                        let v = (f.value.as_ptr() as usize - base) as u32;
+                        self.idx
+                            .push((n, n + f.name.len() as u32, v, v + f.value.len() as u32));
                     }
-                    Err(_) => return Err(protocol("malformed upstream response head")),
+                    (len, res.code.unwrap_or(0), res.version.unwrap_or(1))
                 };
-                let base = self.rbuf.as_ptr() as usize;
-                let mut count = 0;
-                for f in res.headers.iter() {
-                    let n = f.name.as_ptr() as usize - base;
-                    let v = f.value.as_ptr() as usize - base;
-                    idx[count] = (n, n + f.name.len(), v, v + f.value.len());
-                    count += 1;
-                }
-                (len, res.code.unwrap_or(0), res.version.unwrap_or(1), count)
-            };
             let status =
                 StatusCode::from_u16(code).map_err(|_| protocol("invalid upstream status"))?;
             let raw = self.rbuf.split_to(len).freeze();
@@ -286,8 +295,9 @@ impl H1Conn {
                 }
                 continue; // 100 Continue, 103 Early Hints: the final response follows
             }
-            let mut headers = HeaderMap::with_capacity(count);
-            for &(ns, ne, vs, ve) in &idx[..count] {
+            let mut headers = HeaderMap::with_capacity(self.idx.len());
+            for &(ns, ne, vs, ve) in &self.idx {
+                let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
                 let name = HeaderName::from_bytes(&raw[ns..ne])
                     .map_err(|_| protocol("invalid upstream header name"))?;
                 let value = HeaderValue::from_maybe_shared(raw.slice(vs..ve))

@@ -21,7 +21,8 @@
 //! TcpListener (listen) -> http::server (h2c by prior knowledge, or h1 in rounds:
 //!   http::keepalive; every h1 byte through http::framing) -> http::proxy
 //!   -> route::RouteTable::lookup -> action: redirect | directResponse | forward
-//!   -> upstream::Cluster::pick -> upstream::pool (checkout, send) -> retry loop
+//!   -> upstream::Cluster::pick -> upstream::pool (checkout) -> upstream::h1 (HTTP/1.1,
+//!   in the request's task) or hyper (HTTP/2, upgrades, streamed bodies) -> retry loop
 //!   -> response streamed back; metrics + access log when the body ends (http::log)
 //! ```
 //!

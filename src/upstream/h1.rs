@@ -479,6 +479,11 @@ impl RawBody {
         };
         // Bytes beyond the response are a protocol violation: never reuse such a connection.
         if conn.rbuf.is_empty() {
+            let mut conn = conn;
+            if conn.rbuf.capacity() > 16 * 1024 {
+                // A large body's read buffer is not kept on an idle connection.
+                conn.rbuf = BytesMut::new();
+            }
             r.pool.put_raw(conn, r.served);
         }
     }

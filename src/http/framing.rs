@@ -334,7 +334,7 @@ impl Framing {
 }
 
 /// `s` without leading and trailing spaces and tabs.
-fn trim(mut s: &[u8]) -> &[u8] {
+pub(crate) fn trim(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;
     }
@@ -345,7 +345,7 @@ fn trim(mut s: &[u8]) -> &[u8] {
 }
 
 /// One plain decimal number (no sign, no list), as `Content-Length` must be.
-fn parse_decimal(s: &[u8]) -> Option<u64> {
+pub(crate) fn parse_decimal(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }

@@ -30,6 +30,7 @@ use tokio::net::TcpStream;
 
 use super::pool::EndpointPool;
 use crate::error::{ErrorKind, ProxyError};
+use crate::http::framing::{parse_decimal, trim};
 
 /// Longest response head (or trailer block) accepted, as Envoy's default 60 KiB.
 const MAX_HEAD: usize = 64 * 1024;
@@ -376,25 +377,6 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         v.as_bytes()
             .split(|&b| b == b',')
             .any(|t| trim(t).eq_ignore_ascii_case(token.as_bytes()))
-    })
-}
-
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
-}
-
-fn parse_decimal(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 {
-        return None;
-    }
-    s.iter().try_fold(0u64, |n, &b| {
-        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
     })
 }
 

@@ -18,6 +18,50 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+/// A client's request body: from hyper (streamed, HTTP/2 and the HTTP/1.1 requests hyper
+/// serves), or already in hand (the HTTP/1.1 fast path takes only requests whose body
+/// arrived with their head).
+#[derive(Debug)]
+pub enum DownBody {
+    /// Read by hyper as the proxy polls it.
+    Hyper(Incoming),
+    /// The whole body (`None` once taken, or when there is none).
+    Full(Option<Bytes>),
+}
+
+impl Body for DownBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            DownBody::Hyper(b) => Pin::new(b).poll_frame(cx),
+            DownBody::Full(b) => Poll::Ready(
+                b.take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            DownBody::Hyper(b) => b.is_end_stream(),
+            DownBody::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            DownBody::Hyper(b) => b.size_hint(),
+            DownBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
 /// Set in a streamed body's byte count when reading the client's body failed.
 pub const DOWNSTREAM_FAILED: u64 = 1 << 63;
 
@@ -37,7 +81,7 @@ pub enum UpBody {
 /// resend a body that had no `Content-Length` (gRPC, chunked) from the copy in `tee`.
 #[derive(Debug)]
 pub struct Streamed {
-    inc: std::sync::Mutex<Incoming>,
+    inc: std::sync::Mutex<DownBody>,
     /// Bytes read from the client (high bit: the client's body failed).
     pub count: Arc<AtomicU64>,
     tee: Tee,
@@ -45,7 +89,7 @@ pub struct Streamed {
 
 impl Streamed {
     /// Wrap the client's body, keeping a copy of up to `limit` bytes.
-    pub fn new(inc: Incoming, count: Arc<AtomicU64>, limit: usize) -> Self {
+    pub fn new(inc: DownBody, count: Arc<AtomicU64>, limit: usize) -> Self {
         Self {
             inc: std::sync::Mutex::new(inc),
             count,

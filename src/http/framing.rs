@@ -24,7 +24,9 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
+use http::header::CONNECTION;
+use http::HeaderMap;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Largest request head the guard follows; hyper refuses longer ones itself (431).
@@ -354,14 +356,42 @@ pub(crate) fn parse_decimal(s: &[u8]) -> Option<u64> {
     })
 }
 
+/// Whether a `Connection` field names `token` (case-insensitive).
+pub(crate) fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| trim(t).eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// Append `n` in decimal.
+pub(crate) fn push_decimal(w: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    w.extend_from_slice(&digits[i..]);
+}
+
 /// A downstream connection with its request bytes watched by [`Framing`].
 #[derive(Debug)]
 pub struct Guarded<I> {
     io: I,
     framing: Framing,
-    /// Bytes already read and scanned that the next reader gets first: what hyper had
-    /// buffered but not parsed when its connection was parked, or what a parked wait read.
+    /// Bytes already read that the next reader gets first: what a wait for the next
+    /// request read (not scanned yet: scanned when handed to hyper, or parsed by the fast
+    /// path, which takes only unambiguous requests, whole), or what a parser handed back.
     unread: Bytes,
+    /// How many bytes at the front of `unread` were handed back by a parser, and so were
+    /// scanned already.
+    scanned: usize,
     /// Something was written (or a write had to wait) since the last completed flush.
     unflushed: bool,
     /// Where `at_rest` is published after every read, write and flush, for an owner that
@@ -379,6 +409,7 @@ impl<I> Guarded<I> {
             io,
             framing: Framing::new(),
             unread: Bytes::new(),
+            scanned: 0,
             unflushed: false,
             rest: None,
         }
@@ -407,10 +438,25 @@ impl<I> Guarded<I> {
         &self.unread
     }
 
+    /// The bytes waiting to be read, shared (a parser can keep slices of them).
+    pub fn unread_bytes(&self) -> Bytes {
+        self.unread.clone()
+    }
+
+    /// Drop the first `n` waiting bytes: the fast path parsed them as complete requests with
+    /// unambiguous framing, so the scanner, which is between requests, need not see them.
+    pub fn consume(&mut self, n: usize) {
+        let n = n.min(self.unread.len());
+        self.unread.advance(n);
+        self.scanned = self.scanned.saturating_sub(n);
+        self.publish();
+    }
+
     /// Put `buffered` (bytes a parser read but did not use) back in front of the stream.
     pub fn rewind(&mut self, buffered: &[u8]) {
         if !buffered.is_empty() {
             self.unread = [buffered, &self.unread[..]].concat().into();
+            self.scanned += buffered.len();
         }
     }
 }
@@ -425,33 +471,40 @@ impl<I: AsyncRead + Unpin> Guarded<I> {
     ) -> Poll<io::Result<bool>> {
         let before = buf.filled().len();
         ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
+        Poll::Ready(self.scan_from(buf, before))
+    }
+
+    /// Scan what `buf` holds after `from`; true when a head in it was refused.
+    fn scan_from(&mut self, buf: &mut ReadBuf<'_>, from: usize) -> io::Result<bool> {
         if !self.framing.active() {
-            return Poll::Ready(Ok(false));
+            return Ok(false);
         }
-        match self.framing.scan(&mut buf.filled_mut()[before..]) {
-            Ok(refused) => Poll::Ready(Ok(refused)),
-            Err(v) => {
+        self.framing
+            .scan(&mut buf.filled_mut()[from..])
+            .map_err(|v| {
                 tracing::debug!(violation = v, "ambiguous framing in a request body");
-                Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, v)))
-            }
-        }
+                io::Error::new(io::ErrorKind::InvalidData, v)
+            })
     }
 
     /// Wait for the client's next bytes holding no buffer while waiting; what arrives is
-    /// kept to be read again. Ready with the number of bytes (0: the client closed).
+    /// kept to be read again (and scanned then). Ready with the number of bytes (0: the
+    /// client closed).
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let mut stack = [0u8; PARKED_READ];
         let mut buf = ReadBuf::new(&mut stack);
-        let refused = ready!(self.poll_scanned(cx, &mut buf))?;
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
         let got = buf.filled();
         if got.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let blank: &[u8] = if refused { b"\r\n\r\n" } else { b"" };
-        let n = got.len() + blank.len();
         // What was read comes after anything already waiting.
-        self.unread = [&self.unread[..], got, blank].concat().into();
-        Poll::Ready(Ok(n))
+        self.unread = if self.unread.is_empty() {
+            Bytes::copy_from_slice(got)
+        } else {
+            [&self.unread[..], got].concat().into()
+        };
+        Poll::Ready(Ok(got.len()))
     }
 }
 
@@ -464,7 +517,15 @@ impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
         if !self.unread.is_empty() {
             let n = self.unread.len().min(buf.remaining());
             let chunk = self.unread.split_to(n);
+            let before = buf.filled().len();
             buf.put_slice(&chunk);
+            // Bytes a parser handed back were scanned when it first read them.
+            let skip = self.scanned.min(n);
+            self.scanned -= skip;
+            let refused = self.scan_from(buf, before + skip)?;
+            if refused && buf.remaining() >= 4 {
+                buf.put_slice(b"\r\n\r\n");
+            }
             self.publish();
             return Poll::Ready(Ok(()));
         }
@@ -711,7 +772,8 @@ mod tests {
                 .unwrap_or(9),
             0
         );
-        // The request was scanned once, by the wait: it ends where it should.
+        // The request was scanned once, when read from the wait's bytes: it ends where it
+        // should.
         assert!(g.at_rest());
     }
 

@@ -33,6 +33,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::framing::Guarded;
+use super::h1::{Fast, Next};
 use super::proxy::ConnInfo;
 use super::upgrade::{Handover, Io};
 
@@ -153,6 +154,7 @@ pub(super) async fn serve<I, S>(
     mut service: S,
     builder: http1::Builder,
     round: &Round,
+    fast: Option<&Fast>,
     idle: Duration,
     stop: &CancellationToken,
 ) where
@@ -164,10 +166,25 @@ pub(super) async fn serve<I, S>(
 {
     let cancelled = stop.cancelled();
     tokio::pin!(cancelled);
+    let timer = tokio::time::sleep(idle);
+    tokio::pin!(timer);
     loop {
-        if io.unread().is_empty() && !next_bytes(&mut io, idle, cancelled.as_mut()).await {
+        if io.unread().is_empty()
+            && !next_bytes_on(&mut io, timer.as_mut(), idle, cancelled.as_mut()).await
+        {
             close(io).await;
             return;
+        }
+        if let Some(fast) = fast {
+            // Boxed: a waiting connection's task then holds none of a request's state.
+            match Box::pin(fast.serve_one(&mut io, &round.conn, stop)).await {
+                Next::Continue => continue,
+                Next::Close => {
+                    close(io).await;
+                    return;
+                }
+                Next::Hyper => {}
+            }
         }
         // Boxed: the task of a parked connection then holds none of hyper's state.
         let ended = Box::pin(serve_round(
@@ -192,12 +209,27 @@ pub(super) async fn next_bytes<I: AsyncRead + Unpin>(
     idle: Duration,
     cancelled: Pin<&mut (impl Future<Output = ()> + Send)>,
 ) -> bool {
+    let timer = tokio::time::sleep(idle);
+    tokio::pin!(timer);
+    next_bytes_on(io, timer, idle, cancelled).await
+}
+
+/// `next_bytes` with a timer the caller keeps across waits: re-arming a registered timer
+/// to a later deadline is one atomic update, where a new one is a timer-wheel insertion
+/// and removal per request.
+async fn next_bytes_on<I: AsyncRead + Unpin>(
+    io: &mut Guarded<I>,
+    mut timer: Pin<&mut tokio::time::Sleep>,
+    idle: Duration,
+    cancelled: Pin<&mut (impl Future<Output = ()> + Send)>,
+) -> bool {
+    timer.as_mut().reset(tokio::time::Instant::now() + idle);
     let fill = std::future::poll_fn(|cx| io.poll_fill(cx));
     tokio::select! {
         biased;
         r = fill => matches!(r, Ok(n) if n > 0),
         () = cancelled => false,
-        () = tokio::time::sleep(idle) => {
+        () = timer => {
             tracing::debug!("no request bytes within the header timeout: closing");
             false
         }
@@ -348,7 +380,7 @@ mod tests {
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .keep_alive(true);
-            serve(io, service, builder, &round, HEADER_TIMEOUT, &stop).await;
+            serve(io, service, builder, &round, None, HEADER_TIMEOUT, &stop).await;
         });
         (client, round, task)
     }

@@ -4,6 +4,7 @@
 //! Depends on: `config`, `route`, `upstream`, `error`, `body`, `metrics`, `shutdown`.
 
 pub mod framing;
+mod h1;
 pub mod headers;
 mod keepalive;
 mod log;

@@ -18,14 +18,13 @@ use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use super::headers;
 use super::log::{RequestBytes, RequestRecord};
 use super::respond;
 use super::strict;
 use super::upgrade::Downstream;
-use crate::body::{ProxyBody, Streamed, UpBody};
+use crate::body::{DownBody, ProxyBody, Streamed, UpBody};
 use crate::config::{ConfigStore, Snapshot, TlsMode, TlsServer};
 use crate::error::{ErrorKind, ProxyError};
 use crate::metrics::Metrics;
@@ -127,7 +126,7 @@ impl BodySlot {
 
 impl Proxy {
     /// Handle one request; never fails (errors become responses).
-    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<DownBody>, conn: &ConnInfo) -> Response<ProxyBody> {
         let start = Instant::now();
         let snap = self.store.load();
         let (mut parts, body) = req.into_parts();
@@ -343,7 +342,7 @@ impl Proxy {
         block: usize,
         dest: &WeightedDestination,
         mut parts: Parts,
-        body: Incoming,
+        body: DownBody,
         conn: &ConnInfo,
         mut rec: RequestRecord,
     ) -> Response<ProxyBody> {

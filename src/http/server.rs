@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::keepalive;
 use super::proxy::{ConnInfo, Proxy};
+use crate::body::DownBody;
 
 /// Connection-level HTTP settings.
 #[derive(Debug, Clone, Copy)]
@@ -108,12 +109,13 @@ pub async fn serve<I>(
         let round = keepalive::Round::new(conn);
         io.report_rest(round.rest_flag());
         let noted = round.clone();
+        let fast_proxy = proxy.clone();
         let service = service_fn(move |mut req| {
             let proxy = proxy.clone();
             let round = noted.clone();
             round.request(&mut req);
             async move {
-                let resp = proxy.handle(req, &round.conn).await;
+                let resp = proxy.handle(req.map(DownBody::Hyper), &round.conn).await;
                 Ok::<_, Infallible>(round.response(resp))
             }
         });
@@ -128,7 +130,12 @@ pub async fn serve<I>(
             .max_headers(limits.max_request_headers)
             .keep_alive(true);
         let idle = settings.header_read_timeout;
-        keepalive::serve(io, service, builder, &round, idle, &stop).await;
+        // Header names in the upstream's case need hyper's encoder: no fast path then.
+        let fast = (!settings.preserve_header_case).then_some(super::h1::Fast {
+            proxy: fast_proxy,
+            limits,
+        });
+        keepalive::serve(io, service, builder, &round, fast.as_ref(), idle, &stop).await;
         return;
     }
     // Boxed: its state would otherwise size the task of every HTTP/1 connection too.
@@ -149,7 +156,7 @@ async fn serve_h2<I>(
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, &conn).await) }
+        async move { Ok::<_, Infallible>(proxy.handle(req.map(DownBody::Hyper), &conn).await) }
     });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 
 use super::pool::EndpointPool;
 use crate::error::{ErrorKind, ProxyError};
-use crate::http::framing::{parse_decimal, trim};
+use crate::http::framing::{connection_has, parse_decimal, push_decimal, trim};
 
 /// Longest response head (or trailer block) accepted, as Envoy's default 60 KiB.
 const MAX_HEAD: usize = 64 * 1024;
@@ -370,28 +370,6 @@ fn framing(
         Some(n) => (Framing::Length(n), keep_alive),
         None => (Framing::Eof, false),
     })
-}
-
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers.get_all(CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| trim(t).eq_ignore_ascii_case(token.as_bytes()))
-    })
-}
-
-fn push_decimal(w: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    w.extend_from_slice(&digits[i..]);
 }
 
 /// Where a finished connection goes back to.

@@ -300,7 +300,7 @@ pub fn build(p: &Params<'_>, caches: &mut SessionCaches) -> Result<Arc<ServerCon
     let resumption = caches.for_policy(p.client_auth, p.pem.ca.as_deref(), p.client_sans)?;
     cfg.session_storage = resumption.store;
     cfg.ticketer = resumption.tickets;
-    // Our suite order (the provider's, or `cipherSuites`' order) is strongest first; a
+    // Our suite order (Envoy's, see `tls::provider`, or `cipherSuites`' order) wins: a
     // client's preference could pick a weaker one that both offer.
     cfg.ignore_client_order = true;
     Ok(Arc::new(cfg))

@@ -572,6 +572,28 @@ async fn trace_context_is_started_when_absent_and_propagated_when_present() {
     assert_eq!(seen.headers["tracestate"], "congo=t61rcWkgMzE");
     assert_eq!(seen.headers["x-request-id"], "abc");
     assert!(seen.headers.get("x-b3-traceid").is_none());
+
+    // A started context is injected after the route's header rules, replacing what they
+    // set (Envoy's router injects it last), and never twice.
+    let rules = "    headers:\n      request:\n        set:\n          x-b3-sampled: \"0\"\n          traceparent: bogus\n";
+    let gw = TestGateway::start_with(
+        &format!(
+            "{}{}{}",
+            http_gateway("gw", 8080, &["*"]),
+            service_entry("app.svc", 80, "HTTP", &[(&up, "v1")]),
+            vs(rules),
+        ),
+        |b| b.trace_sampling = 100.0,
+    )
+    .await;
+    client(&gw).send("/").await;
+    let seen = up.last();
+    for name in ["traceparent", "x-b3-traceid", "x-b3-spanid", "x-b3-sampled"] {
+        assert_eq!(seen.headers.get_all(name).iter().count(), 1, "{name}");
+    }
+    assert_eq!(seen.headers["x-b3-sampled"], "1");
+    let tp = seen.headers["traceparent"].to_str().unwrap();
+    assert!(tp.starts_with("00-") && tp.len() == 55, "{tp}");
 }
 
 #[tokio::test]

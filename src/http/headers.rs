@@ -211,47 +211,78 @@ pub fn forward_client_cert(
     }
 }
 
-/// Start a trace context when the request carries none: W3C `traceparent` and B3
-/// (`x-b3-traceid`, `x-b3-spanid`, `x-b3-sampled`) with the same random ids, sampled for
-/// `sampling` percent of requests (Istio's default is 1). A request that arrives with
-/// `traceparent`, `b3` or `x-b3-traceid` keeps its context untouched, `tracestate` included.
-pub fn ensure_trace_context(h: &mut HeaderMap, sampling: f64) {
-    // One pass over the names present: cheaper than three hashed lookups on a typical
-    // request's handful of fields.
-    if h.keys()
-        .any(|n| *n == TRACEPARENT || *n == B3 || *n == X_B3_TRACEID)
-    {
-        return;
-    }
-    // `00-<32 hex trace id>-<16 hex span id>-<flags>`, built on the stack; the B3 ids are
-    // slices of it.
-    let mut tp = *b"00-00000000000000000000000000000000-0000000000000000-00";
-    let (trace, span) = (fastrand::u128(1..), fastrand::u64(1..));
-    for (i, b) in trace.to_be_bytes().into_iter().enumerate() {
-        tp[3 + 2 * i..5 + 2 * i].copy_from_slice(&HEX_PAIRS[usize::from(b)]);
-    }
-    for (i, b) in span.to_be_bytes().into_iter().enumerate() {
-        tp[36 + 2 * i..38 + 2 * i].copy_from_slice(&HEX_PAIRS[usize::from(b)]);
-    }
-    let sampled = crate::route::roll(sampling);
-    if sampled {
-        tp[54] = b'1';
-    }
-    // One allocation shared by the three values (each `from_bytes` would copy).
-    let tp = bytes::Bytes::copy_from_slice(&tp);
-    for (name, value) in [
-        (&TRACEPARENT, tp.clone()),
-        (&X_B3_TRACEID, tp.slice(3..35)),
-        (&X_B3_SPANID, tp.slice(36..52)),
-    ] {
-        if let Ok(v) = HeaderValue::from_maybe_shared(value) {
-            h.insert(name, v);
+/// A trace context the gateway started for a request that carried none: W3C `traceparent`
+/// and B3 (`x-b3-traceid`, `x-b3-spanid`, `x-b3-sampled`) with the same random ids, sampled
+/// for `sampling` percent of requests (Istio's default is 1). Its fields are added when the
+/// request goes upstream, as Envoy's router injects them (after routing and after the
+/// route's header rules, replacing any these set), so the request's own header map never
+/// holds them. A request that arrives with `traceparent`, `b3` or `x-b3-traceid` keeps its
+/// context untouched, `tracestate` included.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceContext {
+    /// `00-<32 hex trace id>-<16 hex span id>-<flags>`; the B3 ids are slices of it.
+    tp: [u8; 55],
+}
+
+impl TraceContext {
+    /// A new context, unless `h` carries one.
+    pub fn start(h: &HeaderMap, sampling: f64) -> Option<Self> {
+        // One pass over the names present: cheaper than three hashed lookups on a typical
+        // request's handful of fields.
+        if h.keys()
+            .any(|n| *n == TRACEPARENT || *n == B3 || *n == X_B3_TRACEID)
+        {
+            return None;
         }
+        let mut tp = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        let (trace, span) = (fastrand::u128(1..), fastrand::u64(1..));
+        for (i, b) in trace.to_be_bytes().into_iter().enumerate() {
+            tp[3 + 2 * i..5 + 2 * i].copy_from_slice(&HEX_PAIRS[usize::from(b)]);
+        }
+        for (i, b) in span.to_be_bytes().into_iter().enumerate() {
+            tp[36 + 2 * i..38 + 2 * i].copy_from_slice(&HEX_PAIRS[usize::from(b)]);
+        }
+        if crate::route::roll(sampling) {
+            tp[54] = b'1';
+        }
+        Some(Self { tp })
     }
-    h.insert(
-        &X_B3_SAMPLED,
-        HeaderValue::from_static(if sampled { "1" } else { "0" }),
-    );
+
+    /// Whether `name` is one of the fields this context sets.
+    pub fn sets(name: &HeaderName) -> bool {
+        *name == TRACEPARENT
+            || *name == X_B3_TRACEID
+            || *name == X_B3_SPANID
+            || *name == X_B3_SAMPLED
+    }
+
+    /// The fields, names and values, in the order they are sent.
+    pub fn fields(&self) -> [(&'static HeaderName, &[u8]); 4] {
+        let sampled: &'static [u8] = if self.tp[54] == b'1' { b"1" } else { b"0" };
+        [
+            (&TRACEPARENT, &self.tp[..]),
+            (&X_B3_TRACEID, &self.tp[3..35]),
+            (&X_B3_SPANID, &self.tp[36..52]),
+            (&X_B3_SAMPLED, sampled),
+        ]
+    }
+
+    /// Set the fields in `h`, replacing any already there.
+    pub fn insert_into(&self, h: &mut HeaderMap) {
+        // One allocation shared by the three id values (each `from_bytes` would copy).
+        let tp = bytes::Bytes::copy_from_slice(&self.tp);
+        for (name, value) in [
+            (&TRACEPARENT, tp.clone()),
+            (&X_B3_TRACEID, tp.slice(3..35)),
+            (&X_B3_SPANID, tp.slice(36..52)),
+        ] {
+            if let Ok(v) = HeaderValue::from_maybe_shared(value) {
+                h.insert(name, v);
+            }
+        }
+        let sampled = if self.tp[54] == b'1' { "1" } else { "0" };
+        h.insert(&X_B3_SAMPLED, HeaderValue::from_static(sampled));
+    }
 }
 
 /// Each byte as two lowercase hex digits.
@@ -300,7 +331,7 @@ mod tests {
     #[test]
     fn trace_context_started_or_kept() {
         let mut h = HeaderMap::new();
-        ensure_trace_context(&mut h, 100.0);
+        TraceContext::start(&h, 100.0).unwrap().insert_into(&mut h);
         let tp = h["traceparent"].to_str().unwrap().to_owned();
         let parts: Vec<&str> = tp.split('-').collect();
         assert_eq!(parts.len(), 4);
@@ -318,9 +349,16 @@ mod tests {
         assert_eq!(h["x-b3-traceid"], parts[1]);
         assert_eq!(h["x-b3-spanid"], parts[2]);
         assert_eq!(h["x-b3-sampled"], "1");
-        let mut unsampled = HeaderMap::new();
-        ensure_trace_context(&mut unsampled, 0.0);
-        assert!(unsampled["traceparent"].to_str().unwrap().ends_with("-00"));
+        // The fields as written on the wire are the same as inserted.
+        let t = TraceContext::start(&HeaderMap::new(), 0.0).unwrap();
+        let mut m = HeaderMap::new();
+        t.insert_into(&mut m);
+        for (name, value) in t.fields() {
+            assert!(TraceContext::sets(name));
+            assert_eq!(m[name].as_bytes(), value);
+        }
+        assert!(m["traceparent"].to_str().unwrap().ends_with("-00"));
+        assert_eq!(m["x-b3-sampled"], "0");
         let mut b3 = HeaderMap::new();
         b3.insert(
             "b3",
@@ -328,8 +366,10 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
-        ensure_trace_context(&mut b3, 100.0);
-        assert!(b3.get("traceparent").is_none() && b3.len() == 1);
+        assert!(TraceContext::start(&b3, 100.0).is_none());
+        b3.clear();
+        b3.insert("traceparent", "00-1-2-01".parse().unwrap());
+        assert!(TraceContext::start(&b3, 100.0).is_none());
     }
 
     #[test]

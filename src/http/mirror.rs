@@ -15,6 +15,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Uri, Version};
 use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 
+use super::headers::TraceContext;
 use crate::body::UpBody;
 use crate::metrics::Metrics;
 use crate::upstream::Cluster;
@@ -46,6 +47,8 @@ pub struct Copy<'a> {
     pub path_and_query: &'a str,
     /// The whole body.
     pub body: Bytes,
+    /// The trace context the gateway started for the request, if it did.
+    pub trace: Option<&'a TraceContext>,
 }
 
 impl Mirrors {
@@ -62,7 +65,10 @@ impl Mirrors {
         let Ok(host) = HeaderValue::from_str(&shadow) else {
             return;
         };
-        let headers = copy.headers.clone();
+        let mut headers = copy.headers.clone();
+        if let Some(t) = copy.trace {
+            t.insert_into(&mut headers);
+        }
         let method = copy.method.clone();
         let path = copy.path_and_query.to_owned();
         let body = copy.body;
@@ -82,6 +88,7 @@ impl Mirrors {
                         path_and_query: &path,
                         host: &host,
                         headers: &headers,
+                        trace: None,
                     };
                     co.send_raw(&head, Some(&body).filter(|b| !b.is_empty()))
                         .await

@@ -151,7 +151,7 @@ impl Proxy {
             }
         }
         let request_id = headers::ensure_request_id(&mut parts.headers);
-        headers::ensure_trace_context(&mut parts.headers, self.trace_sampling);
+        let trace = headers::TraceContext::start(&parts.headers, self.trace_sampling);
         let grpc = parts
             .headers
             .get(CONTENT_TYPE)
@@ -324,7 +324,7 @@ impl Proxy {
                 let Some(dest) = f.pick(pick) else {
                     return finish_error(rec, &ProxyError::new(ErrorKind::NoHealthyEndpoint));
                 };
-                self.forward(&snap, route, block, dest, parts, body, conn, rec)
+                self.forward(&snap, route, block, dest, parts, body, trace, conn, rec)
                     .await
             }
         };
@@ -343,6 +343,7 @@ impl Proxy {
         dest: &WeightedDestination,
         mut parts: Parts,
         body: DownBody,
+        trace: Option<headers::TraceContext>,
         conn: &ConnInfo,
         mut rec: RequestRecord,
     ) -> Response<ProxyBody> {
@@ -481,6 +482,7 @@ impl Proxy {
                     authority: &authority,
                     path_and_query: &path_and_query,
                     body,
+                    trace: trace.as_ref(),
                 },
                 &self.metrics,
             );
@@ -526,11 +528,15 @@ impl Proxy {
                             path_and_query: &path_and_query,
                             host: &host_header,
                             headers: &parts.headers,
+                            trace: trace.as_ref(),
                         };
                         return co.send_raw(&head, body).await;
                     }
                 }
                 let mut headers = parts.headers.clone();
+                if let Some(t) = &trace {
+                    t.insert_into(&mut headers);
+                }
                 // HTTP/2 carries the authority in the URI; HTTP/1.1 in Host, origin-form.
                 let (uri, version) = if co.is_h2() {
                     headers.remove(HOST);

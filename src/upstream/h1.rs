@@ -31,6 +31,7 @@ use tokio::net::TcpStream;
 use super::pool::EndpointPool;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::framing::{connection_has, parse_decimal, push_decimal, trim};
+use crate::http::headers::TraceContext;
 
 /// Longest response head (or trailer block) accepted, as Envoy's default 60 KiB.
 const MAX_HEAD: usize = 64 * 1024;
@@ -127,6 +128,9 @@ pub struct RawHead<'a> {
     pub host: &'a HeaderValue,
     /// Header fields to send, hop-by-hop ones already removed.
     pub headers: &'a HeaderMap,
+    /// A trace context the gateway started: its fields are sent, replacing those in
+    /// `headers`.
+    pub trace: Option<&'a TraceContext>,
 }
 
 /// How the response body is delimited.
@@ -228,13 +232,24 @@ impl H1Conn {
         for (name, value) in head.headers {
             // A buffered body gets its own length below; without one the client's
             // `content-length` (zero) passes through.
-            if *name == HOST || (body.is_some() && *name == CONTENT_LENGTH) {
+            if *name == HOST
+                || (body.is_some() && *name == CONTENT_LENGTH)
+                || (head.trace.is_some() && TraceContext::sets(name))
+            {
                 continue;
             }
             w.extend_from_slice(name.as_str().as_bytes());
             w.extend_from_slice(b": ");
             w.extend_from_slice(value.as_bytes());
             w.extend_from_slice(b"\r\n");
+        }
+        if let Some(t) = head.trace {
+            for (name, value) in t.fields() {
+                w.extend_from_slice(name.as_str().as_bytes());
+                w.extend_from_slice(b": ");
+                w.extend_from_slice(value);
+                w.extend_from_slice(b"\r\n");
+            }
         }
         if let Some(b) = body {
             w.extend_from_slice(b"content-length: ");

@@ -168,22 +168,49 @@ pub(super) async fn serve<I, S>(
     tokio::pin!(cancelled);
     let timer = tokio::time::sleep(idle);
     tokio::pin!(timer);
+    // The fast path's last burst ended with the connection at rest for this long already.
+    let mut rested = Duration::ZERO;
     loop {
-        if io.unread().is_empty()
-            && !next_bytes_on(&mut io, timer.as_mut(), idle, cancelled.as_mut()).await
-        {
-            close(io).await;
-            return;
-        }
-        if let Some(fast) = fast {
-            // Boxed: a waiting connection's task then holds none of a request's state.
-            match Box::pin(fast.serve_one(&mut io, &round.conn, stop)).await {
-                Next::Continue => continue,
-                Next::Close => {
+        if io.unread().is_empty() {
+            let wait = idle.saturating_sub(rested);
+            match wait_bytes(&mut io, timer.as_mut(), wait, cancelled.as_mut()).await {
+                Waited::Bytes => {}
+                Waited::Closed => {
                     close(io).await;
                     return;
                 }
-                Next::Hyper => {}
+                Waited::TimedOut => {
+                    tracing::debug!("no request bytes within the header timeout: closing");
+                    close(io).await;
+                    return;
+                }
+            }
+        }
+        rested = Duration::ZERO;
+        if let Some(fast) = fast {
+            // Boxed, and once per burst of requests rather than per request: a resting
+            // connection's task then holds none of a request's state, and a busy one
+            // allocates (and moves) that state once.
+            let rest = PARK_AFTER.min(idle);
+            let burst = fast_burst(
+                fast,
+                &mut io,
+                &round.conn,
+                stop,
+                rest,
+                timer.as_mut(),
+                cancelled.as_mut(),
+            );
+            match Box::pin(burst).await {
+                Burst::Rested => {
+                    rested = rest;
+                    continue;
+                }
+                Burst::Close => {
+                    close(io).await;
+                    return;
+                }
+                Burst::Hyper => {}
             }
         }
         // Boxed: the task of a parked connection then holds none of hyper's state.
@@ -202,6 +229,53 @@ pub(super) async fn serve<I, S>(
     }
 }
 
+/// How a fast-path burst ended.
+enum Burst {
+    /// No request for a whole rest period: the connection waits without the burst's state.
+    Rested,
+    /// The connection is to close.
+    Close,
+    /// A request the fast path does not serve waits in the buffer: hyper's turn.
+    Hyper,
+}
+
+/// Serve requests on the fast path while they keep coming less than `rest` apart.
+async fn fast_burst<I: AsyncRead + AsyncWrite + Unpin>(
+    fast: &Fast,
+    io: &mut Guarded<I>,
+    conn: &ConnInfo,
+    stop: &CancellationToken,
+    rest: Duration,
+    mut timer: Pin<&mut tokio::time::Sleep>,
+    mut cancelled: Pin<&mut (impl Future<Output = ()> + Send)>,
+) -> Burst {
+    loop {
+        match fast.serve_one(io, conn, stop).await {
+            Next::Continue => {}
+            Next::Close => return Burst::Close,
+            Next::Hyper => return Burst::Hyper,
+        }
+        if io.unread().is_empty() {
+            match wait_bytes(io, timer.as_mut(), rest, cancelled.as_mut()).await {
+                Waited::Bytes => {}
+                Waited::Closed => return Burst::Close,
+                Waited::TimedOut => return Burst::Rested,
+            }
+        }
+    }
+}
+
+/// What a wait for the client's next bytes ended with.
+#[derive(Debug, PartialEq, Eq)]
+enum Waited {
+    /// Bytes arrived (kept in the connection's unread buffer).
+    Bytes,
+    /// The client closed, the read failed, or the gateway is stopping.
+    Closed,
+    /// Nothing came within the wait.
+    TimedOut,
+}
+
 /// Wait, holding no buffer, for the client's next bytes; false if it closed, stayed silent
 /// for `idle` or `cancelled` fired first.
 pub(super) async fn next_bytes<I: AsyncRead + Unpin>(
@@ -211,28 +285,32 @@ pub(super) async fn next_bytes<I: AsyncRead + Unpin>(
 ) -> bool {
     let timer = tokio::time::sleep(idle);
     tokio::pin!(timer);
-    next_bytes_on(io, timer, idle, cancelled).await
-}
-
-/// `next_bytes` with a timer the caller keeps across waits: re-arming a registered timer
-/// to a later deadline is one atomic update, where a new one is a timer-wheel insertion
-/// and removal per request.
-async fn next_bytes_on<I: AsyncRead + Unpin>(
-    io: &mut Guarded<I>,
-    mut timer: Pin<&mut tokio::time::Sleep>,
-    idle: Duration,
-    cancelled: Pin<&mut (impl Future<Output = ()> + Send)>,
-) -> bool {
-    timer.as_mut().reset(tokio::time::Instant::now() + idle);
-    let fill = std::future::poll_fn(|cx| io.poll_fill(cx));
-    tokio::select! {
-        biased;
-        r = fill => matches!(r, Ok(n) if n > 0),
-        () = cancelled => false,
-        () = timer => {
+    match wait_bytes(io, timer, idle, cancelled).await {
+        Waited::Bytes => true,
+        Waited::Closed => false,
+        Waited::TimedOut => {
             tracing::debug!("no request bytes within the header timeout: closing");
             false
         }
+    }
+}
+
+/// A wait for the next bytes with a timer the caller keeps across waits: re-arming a registered timer
+/// to a later deadline is one atomic update, where a new one is a timer-wheel insertion
+/// and removal per request.
+async fn wait_bytes<I: AsyncRead + Unpin>(
+    io: &mut Guarded<I>,
+    mut timer: Pin<&mut tokio::time::Sleep>,
+    wait: Duration,
+    cancelled: Pin<&mut (impl Future<Output = ()> + Send)>,
+) -> Waited {
+    timer.as_mut().reset(tokio::time::Instant::now() + wait);
+    let fill = std::future::poll_fn(|cx| io.poll_fill(cx));
+    tokio::select! {
+        biased;
+        r = fill => if matches!(r, Ok(n) if n > 0) { Waited::Bytes } else { Waited::Closed },
+        () = cancelled => Waited::Closed,
+        () = timer => Waited::TimedOut,
     }
 }
 

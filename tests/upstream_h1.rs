@@ -178,6 +178,29 @@ async fn request_goes_out_as_one_http11_head_with_the_buffered_body() {
 }
 
 #[tokio::test]
+async fn hop_by_hop_response_fields_never_reach_the_client() {
+    let up = Scripted::start(vec![
+        // Only standard tokens: dropped while parsing.
+        answer(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nx-end: 1\r\ncontent-length: 2\r\n\r\nok"),
+        // A field named in Connection goes too, with Connection and Keep-Alive themselves.
+        answer(b"HTTP/1.1 200 OK\r\nconnection: keep-alive, X-Private\r\nx-private: secret\r\nkeep-alive: timeout=5\r\nx-end: 2\r\ncontent-length: 2\r\n\r\nok"),
+    ])
+    .await;
+    let gw = gateway(&up).await;
+    let c = Client::new(gw.port(8080), HOST);
+    for i in 1..=2 {
+        let r = c.send("/").await;
+        assert_eq!((r.status.as_u16(), r.body.as_str()), (200, "ok"), "{i}");
+        assert_eq!(r.header("x-end"), i.to_string(), "{i}");
+        for hop in ["connection", "keep-alive", "x-private"] {
+            assert!(r.headers.get(hop).is_none(), "response {i} kept {hop}");
+        }
+    }
+    // Both answers kept the upstream connection (keep-alive was read before dropping).
+    assert_eq!(up.connections(), 1);
+}
+
+#[tokio::test]
 async fn keep_alive_connection_is_reused_across_framings() {
     let up = Scripted::start(vec![
         answer(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\none"),

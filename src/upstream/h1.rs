@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 
 use super::pool::EndpointPool;
 use crate::error::{ErrorKind, ProxyError};
-use crate::http::framing::{connection_has, parse_decimal, push_decimal, trim};
+use crate::http::framing::{parse_decimal, push_decimal, trim};
 use crate::http::headers::TraceContext;
 
 /// Longest response head (or trailer block) accepted, as Envoy's default 60 KiB.
@@ -311,9 +311,24 @@ impl H1Conn {
                 }
                 continue; // 100 Continue, 103 Early Hints: the final response follows
             }
+            // `Connection` is read here; when it carries only the standard tokens, it and
+            // `Keep-Alive` (both hop-by-hop) stay out of the map, so the proxy has nothing to
+            // strip. One naming other fields is kept for the proxy's stripping to act on.
+            let mut conn = ConnTokens::default();
+            for &(ns, ne, vs, ve) in &self.idx {
+                if raw[ns as usize..ne as usize].eq_ignore_ascii_case(b"connection") {
+                    conn.note(&raw[vs as usize..ve as usize]);
+                }
+            }
             let mut headers = HeaderMap::with_capacity(self.idx.len());
             for &(ns, ne, vs, ve) in &self.idx {
                 let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
+                if !conn.other
+                    && (raw[ns..ne].eq_ignore_ascii_case(b"connection")
+                        || raw[ns..ne].eq_ignore_ascii_case(b"keep-alive"))
+                {
+                    continue;
+                }
                 let name = HeaderName::from_bytes(&raw[ns..ne])
                     .map_err(|_| protocol("invalid upstream header name"))?;
                 let value = HeaderValue::from_maybe_shared(raw.slice(vs..ve))
@@ -325,8 +340,9 @@ impl H1Conn {
             } else {
                 Version::HTTP_11
             };
-            let (framing, mut keep_alive) = framing(method, status, version, &headers)?;
-            if connection_has(&headers, "close") {
+            let (framing, mut keep_alive) =
+                framing(method, status, version, &headers, conn.keep_alive)?;
+            if conn.close {
                 keep_alive = false;
             }
             let mut parts = http::Response::new(()).into_parts().0;
@@ -344,8 +360,9 @@ fn framing(
     status: StatusCode,
     version: Version,
     headers: &HeaderMap,
+    keep_alive_token: bool,
 ) -> Result<(Framing, bool), ProxyError> {
-    let keep_alive = version == Version::HTTP_11 || connection_has(headers, "keep-alive");
+    let keep_alive = version == Version::HTTP_11 || keep_alive_token;
     if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
@@ -385,6 +402,29 @@ fn framing(
         Some(n) => (Framing::Length(n), keep_alive),
         None => (Framing::Eof, false),
     })
+}
+
+/// What a response's `Connection` fields say.
+#[derive(Debug, Default, Clone, Copy)]
+struct ConnTokens {
+    close: bool,
+    keep_alive: bool,
+    /// A token other than close, keep-alive and upgrade: a field to strip by name.
+    other: bool,
+}
+
+impl ConnTokens {
+    fn note(&mut self, value: &[u8]) {
+        for t in value.split(|&b| b == b',').map(trim) {
+            if t.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if !t.is_empty() && !t.eq_ignore_ascii_case(b"upgrade") {
+                self.other = true;
+            }
+        }
+    }
 }
 
 /// Where a finished connection goes back to.
@@ -724,11 +764,30 @@ mod tests {
     }
 
     #[test]
+    fn connection_tokens_tell_close_keep_alive_and_named_fields() {
+        let mut c = ConnTokens::default();
+        c.note(b"Keep-Alive, Upgrade");
+        assert!(c.keep_alive && !c.close && !c.other);
+        c.note(b" close ,");
+        assert!(c.close && !c.other);
+        c.note(b"x-private");
+        assert!(c.other);
+    }
+
+    #[test]
     fn framing_follows_rfc9112() {
         let get = Method::GET;
         let ok = StatusCode::OK;
         let v11 = Version::HTTP_11;
-        let f = |m: &Method, s, v, h: &[(&str, &str)]| framing(m, s, v, &map(h)).ok();
+        let f = |m: &Method, s, v, h: &[(&str, &str)]| {
+            let mut conn = ConnTokens::default();
+            for (n, val) in h {
+                if n.eq_ignore_ascii_case("connection") {
+                    conn.note(val.as_bytes());
+                }
+            }
+            framing(m, s, v, &map(h), conn.keep_alive).ok()
+        };
         assert_eq!(
             f(&get, ok, v11, &[("content-length", "5")]),
             Some((Framing::Length(5), true))

@@ -18,8 +18,9 @@
 //! # Data flow
 //!
 //! ```text
-//! TcpListener (listen) -> http::server (h2c by prior knowledge, or h1 in rounds:
-//!   http::keepalive; every h1 byte through http::framing) -> http::proxy
+//! TcpListener (listen) -> http::server (h2c by prior knowledge, or h1: http::keepalive
+//!   serves plain requests itself (http::h1), the rest through hyper in rounds, every byte
+//!   hyper reads checked by http::framing) -> http::proxy
 //!   -> route::RouteTable::lookup -> action: redirect | directResponse | forward
 //!   -> upstream::Cluster::pick -> upstream::pool (checkout) -> upstream::h1 (HTTP/1.1,
 //!   in the request's task) or hyper (HTTP/2, upgrades, streamed bodies) -> retry loop

@@ -11,7 +11,11 @@
 //! An idle connection is closed once it was silent for the header timeout after being
 //! parked; within a round hyper's own header timeout applies to a request head.
 //!
-//! Depends on: hyper (http1), tokio, `http::framing`, `http::upgrade`.
+//! Plain requests (see `http::h1`) never start a hyper round: they are served by the fast
+//! path in bursts, one boxed state per burst, dropped once the connection has rested for
+//! `PARK_AFTER`, by the same rule. A request the fast path leaves alone starts a round.
+//!
+//! Depends on: hyper (http1), tokio, `http::framing`, `http::h1`, `http::upgrade`.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -85,6 +85,7 @@ pub(crate) fn encode(
     };
     let mut wrote_date = false;
     let mut wrote_connection = false;
+    let mut wrote_length = false;
     for (name, value) in &parts.headers {
         if *name == TRANSFER_ENCODING || (*name == CONTENT_LENGTH && !(no_body && keep_length)) {
             continue;
@@ -94,6 +95,8 @@ pub(crate) fn encode(
         }
         if *name == DATE {
             wrote_date = true;
+        } else if *name == CONTENT_LENGTH {
+            wrote_length = true;
         } else if *name == CONNECTION {
             wrote_connection = true;
         }
@@ -114,7 +117,20 @@ pub(crate) fn encode(
             dst.extend_from_slice(b"\r\n");
         }
         Framing::Chunked(_) => dst.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        Framing::None => {}
+        // A HEAD answer the gateway made itself (a direct response) has the body a GET
+        // would get: say how long it is, as Envoy and hyper do.
+        Framing::None => {
+            if let (true, false, false, Some(n)) = (
+                *method == Method::HEAD,
+                wrote_length,
+                body.empty,
+                body.exact,
+            ) {
+                dst.extend_from_slice(b"content-length: ");
+                push_decimal(dst, n);
+                dst.extend_from_slice(b"\r\n");
+            }
+        }
     }
     if !wrote_date {
         dst.extend_from_slice(b"date: ");
@@ -290,6 +306,11 @@ mod tests {
         let (text, plan) = run(&with_len, Method::HEAD, true, Some(0), false);
         assert_eq!(plan.framing, Framing::None);
         assert!(text.contains("content-length: 42\r\n"), "{text}");
+        // The gateway's own answer to HEAD: the length of the body it is not sending.
+        let direct = head(200, &[]);
+        let (text, plan) = run(&direct, Method::HEAD, false, Some(5), false);
+        assert_eq!(plan.framing, Framing::None);
+        assert_eq!(text.matches("content-length: 5\r\n").count(), 1, "{text}");
         let no_content = head(204, &[("content-length", "0")]);
         let (text, plan) = run(&no_content, Method::GET, true, Some(0), false);
         assert_eq!(plan.framing, Framing::None);

@@ -18,6 +18,29 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+/// A body held whole (`None` once sent): the same three answers for every body type here.
+mod whole {
+    use bytes::Bytes;
+    use http_body::{Frame, SizeHint};
+
+    /// Its one data frame, then the end (an empty body has no frame).
+    pub(super) fn next<E>(b: &mut Option<Bytes>) -> Option<Result<Frame<Bytes>, E>> {
+        b.take()
+            .filter(|b| !b.is_empty())
+            .map(|b| Ok(Frame::data(b)))
+    }
+
+    /// Whether nothing is left to send.
+    pub(super) fn is_end(b: &Option<Bytes>) -> bool {
+        b.as_ref().is_none_or(Bytes::is_empty)
+    }
+
+    /// Exactly what is left.
+    pub(super) fn size(b: &Option<Bytes>) -> SizeHint {
+        SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
+    }
+}
+
 /// A client's request body: from hyper (streamed, HTTP/2 and the HTTP/1.1 requests hyper
 /// serves), or already in hand (the HTTP/1.1 fast path takes only requests whose body
 /// arrived with their head).
@@ -39,25 +62,21 @@ impl Body for DownBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             DownBody::Hyper(b) => Pin::new(b).poll_frame(cx),
-            DownBody::Full(b) => Poll::Ready(
-                b.take()
-                    .filter(|b| !b.is_empty())
-                    .map(|b| Ok(Frame::data(b))),
-            ),
+            DownBody::Full(b) => Poll::Ready(whole::next(b)),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             DownBody::Hyper(b) => b.is_end_stream(),
-            DownBody::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
+            DownBody::Full(b) => whole::is_end(b),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             DownBody::Hyper(b) => b.size_hint(),
-            DownBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            DownBody::Full(b) => whole::size(b),
         }
     }
 }
@@ -210,11 +229,7 @@ impl Body for UpBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             UpBody::Empty => Poll::Ready(None),
-            UpBody::Full(b) => Poll::Ready(
-                b.take()
-                    .filter(|b| !b.is_empty())
-                    .map(|b| Ok(Frame::data(b))),
-            ),
+            UpBody::Full(b) => Poll::Ready(whole::next(b)),
             UpBody::Stream(src) => src.poll_frame(cx),
         }
     }
@@ -222,7 +237,7 @@ impl Body for UpBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpBody::Empty => true,
-            UpBody::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
+            UpBody::Full(b) => whole::is_end(b),
             UpBody::Stream(src) => src.tee.complete().is_some(),
         }
     }
@@ -230,7 +245,7 @@ impl Body for UpBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpBody::Empty => SizeHint::with_exact(0),
-            UpBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            UpBody::Full(b) => whole::size(b),
             UpBody::Stream(src) => src.inc.lock().map(|i| i.size_hint()).unwrap_or_default(),
         }
     }
@@ -356,11 +371,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let res = match &mut this.inner {
-            Inner::Full(b) => Poll::Ready(
-                b.take()
-                    .filter(|b| !b.is_empty())
-                    .map(|b| Ok(Frame::data(b))),
-            ),
+            Inner::Full(b) => Poll::Ready(whole::next(b)),
             Inner::Upstream(inc) => Pin::new(inc).poll_frame(cx),
         };
         match &res {
@@ -381,14 +392,14 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            Inner::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
+            Inner::Full(b) => whole::is_end(b),
             Inner::Upstream(inc) => inc.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Full(b) => whole::size(b),
             Inner::Upstream(inc) => inc.size_hint(),
         }
     }

@@ -356,13 +356,39 @@ pub(crate) fn parse_decimal(s: &[u8]) -> Option<u64> {
     })
 }
 
-/// Whether a `Connection` field names `token` (case-insensitive).
-pub(crate) fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers.get_all(CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| trim(t).eq_ignore_ascii_case(token.as_bytes()))
-    })
+/// What `Connection` fields say (RFC 9110 §7.6.1).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ConnTokens {
+    /// `close`: the connection ends after this message.
+    pub(crate) close: bool,
+    /// `keep-alive` (what keeps an HTTP/1.0 connection open).
+    pub(crate) keep_alive: bool,
+    /// A token other than close, keep-alive and upgrade: a field to strip by name.
+    pub(crate) other: bool,
+}
+
+impl ConnTokens {
+    /// Note the tokens of one `Connection` field value.
+    pub(crate) fn note(&mut self, value: &[u8]) {
+        for t in value.split(|&b| b == b',').map(trim) {
+            if t.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if !t.is_empty() && !t.eq_ignore_ascii_case(b"upgrade") {
+                self.other = true;
+            }
+        }
+    }
+
+    /// The tokens of every `Connection` field in `h`.
+    pub(crate) fn of(h: &HeaderMap) -> Self {
+        let mut c = Self::default();
+        for v in h.get_all(CONNECTION) {
+            c.note(v.as_bytes());
+        }
+        c
+    }
 }
 
 /// Append `n` in decimal.

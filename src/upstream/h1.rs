@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 
 use super::pool::EndpointPool;
 use crate::error::{ErrorKind, ProxyError};
-use crate::http::framing::{parse_decimal, push_decimal, trim};
+use crate::http::framing::{parse_decimal, push_decimal, trim, ConnTokens};
 use crate::http::headers::TraceContext;
 
 /// Longest response head (or trailer block) accepted, as Envoy's default 60 KiB.
@@ -402,29 +402,6 @@ fn framing(
         Some(n) => (Framing::Length(n), keep_alive),
         None => (Framing::Eof, false),
     })
-}
-
-/// What a response's `Connection` fields say.
-#[derive(Debug, Default, Clone, Copy)]
-struct ConnTokens {
-    close: bool,
-    keep_alive: bool,
-    /// A token other than close, keep-alive and upgrade: a field to strip by name.
-    other: bool,
-}
-
-impl ConnTokens {
-    fn note(&mut self, value: &[u8]) {
-        for t in value.split(|&b| b == b',').map(trim) {
-            if t.eq_ignore_ascii_case(b"close") {
-                self.close = true;
-            } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                self.keep_alive = true;
-            } else if !t.is_empty() && !t.eq_ignore_ascii_case(b"upgrade") {
-                self.other = true;
-            }
-        }
-    }
 }
 
 /// Where a finished connection goes back to.

@@ -14,7 +14,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRAD
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
 use crate::body::DownBody;
-use crate::http::framing::{connection_has, parse_decimal, trim};
+use crate::http::framing::{parse_decimal, trim, ConnTokens};
 use crate::http::server::HttpLimits;
 
 /// Most header fields the fast path parses (Envoy's default count limit); a request with
@@ -62,7 +62,7 @@ pub(crate) fn parse(buf: &Bytes, limits: &HttpLimits, max_body: usize) -> Option
     let uri = Uri::from_maybe_shared(buf.slice_ref(head.path?.as_bytes())).ok()?;
     let mut headers = HeaderMap::with_capacity(head.headers.len() + ADDED);
     let mut body_len: Option<u64> = None;
-    let mut close = false;
+    let mut conn = ConnTokens::default();
     for f in head.headers.iter() {
         let name = HeaderName::from_bytes(f.name.as_bytes()).ok()?;
         if name == TRANSFER_ENCODING || name == UPGRADE || name == EXPECT {
@@ -73,12 +73,11 @@ pub(crate) fn parse(buf: &Bytes, limits: &HttpLimits, max_body: usize) -> Option
                 return None;
             }
             body_len = Some(parse_decimal(trim(f.value))?);
+        } else if name == CONNECTION {
+            conn.note(f.value);
         }
         let value = HeaderValue::from_maybe_shared(buf.slice_ref(f.value)).ok()?;
         headers.append(name, value);
-    }
-    if headers.contains_key(CONNECTION) {
-        close = connection_has(&headers, "close");
     }
     let body_len = usize::try_from(body_len.unwrap_or(0)).ok()?;
     if body_len > max_body || buf.len() - head_len < body_len {
@@ -93,7 +92,7 @@ pub(crate) fn parse(buf: &Bytes, limits: &HttpLimits, max_body: usize) -> Option
     Some(Parsed {
         req,
         len: head_len + body_len,
-        close,
+        close: conn.close,
     })
 }
 

@@ -12,7 +12,7 @@ use http::response::Parts;
 use http::{HeaderMap, HeaderName, Method, StatusCode};
 use http_body::SizeHint;
 
-use crate::http::framing::{connection_has, parse_decimal, push_decimal, trim};
+use crate::http::framing::{parse_decimal, push_decimal, trim, ConnTokens};
 
 /// How the body follows the head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +105,7 @@ pub(crate) fn encode(
         dst.extend_from_slice(value.as_bytes());
         dst.extend_from_slice(b"\r\n");
     }
-    if wrote_connection && connection_has(&parts.headers, "close") {
+    if wrote_connection && ConnTokens::of(&parts.headers).close {
         close = true;
     } else if close {
         dst.extend_from_slice(b"connection: close\r\n");

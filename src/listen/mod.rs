@@ -106,13 +106,16 @@ pub async fn accept_loop(
         let span = tracing::debug_span!("conn", client.addr = %client, server.addr = ?local, listener.port = port);
         let ctx = ctx.clone();
         let stop = stop.clone();
+        // Boxed: the task then holds a pointer, not the connection's whole future state
+        // (kilobytes), which tokio would otherwise copy as it spawns, binds and finishes the
+        // task.
         drain.tracker.spawn(
-            async move {
+            Box::pin(async move {
                 handle(stream, client, port, ctx, stop).await;
                 active.dec();
                 drop(permit);
                 drop(own);
-            }
+            })
             .instrument(span),
         );
     }

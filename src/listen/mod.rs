@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::Instrument;
 
 pub use tcp::L4Settings;
@@ -68,25 +68,34 @@ pub async fn accept_loop(
     let Bound { port, listener } = bound;
     let label = port.to_string();
     let local = listener.local_addr().ok();
+    // Resolved once: a labelled lookup per connection costs a hash and a lock.
+    let accepted = ctx.proxy.metrics.connections.with_label_values(&[&label]);
+    let open = ctx
+        .proxy
+        .metrics
+        .active_connections
+        .with_label_values(&[&label]);
+    // One waiter on the token for the listener's life, not one registered and removed per
+    // connection. Polled after the work it races: a ready permit or connection is taken
+    // without touching it, and the loop checks the token itself each turn.
+    let cancelled = stop.cancelled();
+    tokio::pin!(cancelled);
     loop {
+        if stop.is_cancelled() {
+            return;
+        }
         let own = match &per_listener {
-            Some(sem) => tokio::select! {
-                p = sem.clone().acquire_owned() => match p {
-                    Ok(p) => Some(p),
-                    Err(_) => return,
-                },
-                () = stop.cancelled() => return,
+            Some(sem) => match permit(sem, cancelled.as_mut()).await {
+                Some(p) => Some(p),
+                None => return,
             },
             None => None,
         };
-        let permit = tokio::select! {
-            p = conns.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            () = stop.cancelled() => return,
+        let Some(global) = permit(&conns, cancelled.as_mut()).await else {
+            return;
         };
         let (stream, client) = tokio::select! {
+            biased;
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -96,12 +105,11 @@ pub async fn accept_loop(
                     continue;
                 }
             },
-            () = stop.cancelled() => return,
+            () = &mut cancelled => return,
         };
         let _ = stream.set_nodelay(true);
-        let metrics = ctx.proxy.metrics.clone();
-        metrics.connections.with_label_values(&[&label]).inc();
-        let active = metrics.active_connections.with_label_values(&[&label]);
+        accepted.inc();
+        let active = open.clone();
         active.inc();
         let span = tracing::debug_span!("conn", client.addr = %client, server.addr = ?local, listener.port = port);
         let ctx = ctx.clone();
@@ -113,11 +121,28 @@ pub async fn accept_loop(
             Box::pin(async move {
                 handle(stream, client, port, ctx, stop).await;
                 active.dec();
-                drop(permit);
+                drop(global);
                 drop(own);
             })
             .instrument(span),
         );
+    }
+}
+
+/// A permit of `sem`, without a future when one is free; `None` once `sem` is closed or
+/// `cancelled` fires.
+async fn permit(
+    sem: &Arc<Semaphore>,
+    cancelled: std::pin::Pin<&mut WaitForCancellationFuture<'_>>,
+) -> Option<OwnedSemaphorePermit> {
+    match sem.clone().try_acquire_owned() {
+        Ok(p) => Some(p),
+        Err(TryAcquireError::Closed) => None,
+        Err(TryAcquireError::NoPermits) => tokio::select! {
+            biased;
+            p = sem.clone().acquire_owned() => p.ok(),
+            () = cancelled => None,
+        },
     }
 }
 

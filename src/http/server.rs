@@ -153,10 +153,14 @@ async fn serve_h2<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Arc::new(conn);
+    // Each stream's future is boxed: hyper spawns a task per stream, and tokio would copy
+    // the whole request state (kilobytes) as it spawns, binds and finishes that task.
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req.map(DownBody::Hyper), &conn).await) }
+        Box::pin(
+            async move { Ok::<_, Infallible>(proxy.handle(req.map(DownBody::Hyper), &conn).await) },
+        )
     });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder

@@ -1558,6 +1558,15 @@ async fn mesh_port_acts_as_forward_proxy_for_absolute_form_requests() {
     let seen = reviews.last();
     assert_eq!(seen.uri, "/x?y=1");
     assert_eq!(seen.headers["host"], "reviews");
+    // An empty path goes upstream as `/`, the query kept.
+    let reply = raw_exchange(
+        gw.port(15001),
+        b"GET http://reviews?y=2 HTTP/1.1\r\nHost: ignored.test\r\nConnection: close\r\n\r\n",
+        "",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert_eq!(reviews.last().uri, "/?y=2");
 }
 
 #[tokio::test]

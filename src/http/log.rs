@@ -24,7 +24,9 @@ pub(crate) struct RequestRecord {
     pub(crate) envoy: Option<Box<EnvoyFields>>,
     pub(crate) client: SocketAddr,
     pub(crate) method: Method,
-    pub(crate) authority: String,
+    /// The request's authority (`:authority` or Host), empty when it had none.
+    pub(crate) authority: HeaderValue,
+    /// The request path; empty unless an access log prints it.
     pub(crate) path: String,
     pub(crate) protocol: &'static str,
     pub(crate) request_id: HeaderValue,
@@ -150,7 +152,7 @@ impl Completion for RequestRecord {
             tracing::info!(
                 target: "meshgate::access",
                 method = %self.method,
-                authority = %self.authority,
+                authority = self.authority.to_str().unwrap_or_default(),
                 path = %self.path,
                 protocol = self.protocol,
                 response_code = self.status,
@@ -231,7 +233,7 @@ fn envoy_line(
         dash(e.forwarded_for.as_ref()),
         dash(e.user_agent.as_ref()),
         dash(Some(&r.request_id)),
-        r.authority,
+        r.authority.to_str().unwrap_or_default(),
         r.upstream.as_deref().unwrap_or("-"),
     )
 }

@@ -156,15 +156,18 @@ impl Proxy {
             .headers
             .get(CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        // Kept as a header value: Host (HTTP/1.1) is a slice of the request's bytes, so
+        // holding it costs a reference count where a String cost an allocation and a copy,
+        // and it goes upstream as the Host header unchanged.
         let authority = match parts.uri.authority() {
-            Some(a) => a.as_str().to_owned(),
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
             None => parts
                 .headers
                 .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or_default()
-                .to_owned(),
-        };
+                .filter(|h| h.to_str().is_ok())
+                .cloned(),
+        }
+        .unwrap_or_else(|| HeaderValue::from_static(""));
         let mut rec = RequestRecord {
             metrics: self.metrics.clone(),
             start,
@@ -181,7 +184,12 @@ impl Proxy {
             client: conn.client,
             method: parts.method.clone(),
             authority,
-            path: parts.uri.path().to_owned(),
+            // Only the access log prints the path.
+            path: if self.access_log == crate::config::AccessLog::Off {
+                String::new()
+            } else {
+                parts.uri.path().to_owned()
+            },
             protocol: if grpc { "grpc" } else { "http" },
             request_id,
             route: None,
@@ -226,13 +234,13 @@ impl Proxy {
                 parts.method.as_str()
             },
             scheme: conn.scheme,
-            authority: &rec.authority,
+            authority: rec.authority.to_str().unwrap_or_default(),
             path: parts.uri.path(),
             query: parts.uri.query(),
             headers: &parts.headers,
             port: conn.port,
         };
-        let host = host_of(&rec.authority);
+        let host = host_of(rec.authority.to_str().unwrap_or_default());
         let table = if conn.scheme == "https" {
             // Routes come from the server the SNI chose; a Host outside its hosts (HTTP/2
             // coalescing, a forged Host) must not reach another server's routes.
@@ -293,7 +301,7 @@ impl Proxy {
             Action::Redirect(r) => {
                 let loc = r.location_at(
                     conn.scheme,
-                    &rec.authority,
+                    rec.authority.to_str().unwrap_or_default(),
                     parts.uri.path(),
                     parts.uri.query(),
                     Some(conn.port),
@@ -362,18 +370,23 @@ impl Proxy {
             .rewrite
             .as_ref()
             .and_then(|rw| rw.path(parts.uri.path(), prefix));
+        // Borrowed from the request unless rewritten: no copy of the common case. An
+        // absolute-form target with an empty path (`http://h?q`) still goes out as `/?q`.
         let path = rewritten.as_deref().unwrap_or(parts.uri.path());
-        let authority = route
+        let path_and_query: std::borrow::Cow<'_, str> =
+            match (&rewritten, parts.uri.path_and_query(), parts.uri.query()) {
+                (None, Some(pq), _) if pq.as_str().starts_with(path) => pq.as_str().into(),
+                (_, _, Some(q)) => format!("{path}?{q}").into(),
+                (_, _, None) => path.into(),
+            };
+        let host_header = route
             .rewrite
             .as_ref()
             .and_then(|rw| rw.authority.as_ref())
-            .and_then(|a| a.to_str().ok())
+            .filter(|a| a.to_str().is_ok())
             .unwrap_or(&rec.authority)
-            .to_owned();
-        let path_and_query = match parts.uri.query() {
-            Some(q) => format!("{path}?{q}"),
-            None => path.to_owned(),
-        };
+            .clone();
+        let authority = host_header.to_str().unwrap_or_default();
         let downstream_version = parts.version;
         // An HTTP/1.1 protocol upgrade (WebSocket): the Upgrade header and the client's end
         // of the upgraded connection are kept aside; hop-by-hop stripping would lose them.
@@ -419,9 +432,6 @@ impl Proxy {
         );
         dest.headers.request.apply(&mut parts.headers);
         route.headers.request.apply(&mut parts.headers);
-        let Ok(host_header) = HeaderValue::from_str(&authority) else {
-            return finish_error(rec, &ProxyError::new(ErrorKind::BadRequest));
-        };
         // Request body: buffered when small enough to replay, streamed otherwise.
         let policy = &route.retry;
         let content_length = parts
@@ -479,7 +489,7 @@ impl Proxy {
                 super::mirror::Copy {
                     method: &parts.method,
                     headers: &parts.headers,
-                    authority: &authority,
+                    authority,
                     path_and_query: &path_and_query,
                     body,
                     trace: trace.as_ref(),

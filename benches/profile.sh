@@ -6,17 +6,28 @@
 #
 #   benches/profile.sh              # prints instructions/request; keeps the larger profile
 #   N1=2000 N2=12000 benches/profile.sh
+#   MODE=h2 benches/profile.sh      # HTTP/2 (h2c), h2load 10 connections x 10 streams
+#   MODE=close benches/profile.sh   # HTTP/1.1, a new connection per request (wrk for S1=2 and
+#                                   # S2=8 seconds; the request counts come from wrk)
 #   callgrind_annotate --inclusive=yes target/profile/callgrind.big | head -60
 #
-# Needs valgrind, nginx and h2load (apt-get install valgrind nginx nghttp2-client). Builds the
-# release binary first.
+# Needs valgrind, nginx and h2load (apt-get install valgrind nginx nghttp2-client), and wrk for
+# MODE=close. Builds the release binary first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N1=${N1:-2000}
 N2=${N2:-10000}
+MODE=${MODE:-h1}
+case "$MODE" in
+  h1|h2|close) ;;
+  *) echo "MODE must be h1, h2 or close" >&2; exit 2 ;;
+esac
 for tool in valgrind nginx h2load; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install valgrind nginx nghttp2-client)" >&2; exit 1; }
 done
+if [ "$MODE" = close ]; then
+  command -v wrk >/dev/null || { echo "missing wrk (apt-get install wrk)" >&2; exit 1; }
+fi
 cargo build --release --locked >/dev/null 2>&1 || cargo build --release --locked
 out=target/profile
 rm -rf "$out" && mkdir -p "$out/config"
@@ -65,8 +76,8 @@ nginx -c "$PWD/$out/nginx.conf" -e "$PWD/$out/nginx.err" &
 ngx=$!
 trap 'kill $ngx 2>/dev/null || true' EXIT
 
-run() { # $1 = requests, $2 = output name; prints total instructions
-  local pid
+run() { # $1 = requests (seconds for MODE=close), $2 = output name; prints requests and total instructions
+  local pid n
   TOKIO_WORKER_THREADS=1 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.$2" \
     target/release/meshgate --config "$out/config" --admin "127.0.0.1:$admin" \
     --bind-address 127.0.0.1 --drain-delay 0s --drain-timeout 1s >"$out/meshgate.$2.log" 2>&1 &
@@ -75,12 +86,23 @@ run() { # $1 = requests, $2 = output name; prints total instructions
     curl -s -o /dev/null -H 'Host: bench.local' "http://127.0.0.1:$gw/api/1k" && break
     sleep 0.2
   done
-  h2load --h1 -n "$1" -c 10 -m 1 -H ':authority: bench.local' "http://127.0.0.1:$gw/api/1k" >"$out/h2load.$2.log"
-  grep -q "succeeded, 0 failed, 0 errored" "$out/h2load.$2.log" || grep "requests:" "$out/h2load.$2.log" >&2
+  case "$MODE" in
+    h1|h2)
+      local h1=--h1 streams=1
+      [ "$MODE" = h2 ] && h1="" && streams=10
+      h2load $h1 -n "$1" -c 10 -m "$streams" -H ':authority: bench.local' "http://127.0.0.1:$gw/api/1k" >"$out/load.$2.log"
+      grep -q "succeeded, 0 failed, 0 errored" "$out/load.$2.log" || grep "requests:" "$out/load.$2.log" >&2
+      n=$1 ;;
+    close)
+      printf 'wrk.headers["Connection"] = "close"\n' >"$out/close.lua"
+      wrk -t1 -c4 -d"$1"s -s "$out/close.lua" -H 'Host: bench.local' "http://127.0.0.1:$gw/api/1k" >"$out/load.$2.log"
+      n=$(grep -oP '\d+(?= requests in)' "$out/load.$2.log") ;;
+  esac
   kill -TERM "$pid"; wait "$pid" || true
-  callgrind_annotate "$out/callgrind.$2" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done { gsub(",", "", $1); print $1; done = 1 }'
+  echo "$n $(callgrind_annotate "$out/callgrind.$2" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done { gsub(",", "", $1); print $1; done = 1 }')"
 }
-small=$(run "$N1" small)
-big=$(run "$N2" big)
-echo "instructions: $N1 requests $small, $N2 requests $big"
-echo "per request: $(( (big - small) / (N2 - N1) )) instructions"
+if [ "$MODE" = close ]; then N1=${S1:-2} N2=${S2:-8}; fi
+read -r n1 small < <(run "$N1" small)
+read -r n2 big < <(run "$N2" big)
+echo "mode $MODE; instructions: $n1 requests $small, $n2 requests $big"
+echo "per request: $(( (big - small) / (n2 - n1) )) instructions"

@@ -220,7 +220,9 @@ impl Proxy {
             }
             return finish(rec, resp, "DPE");
         }
-        if rec.authority.is_empty() {
+        // Only ever built from values that are valid strings.
+        let authority = rec.authority.to_str().unwrap_or_default();
+        if authority.is_empty() {
             return finish_error(rec, &ProxyError::new(ErrorKind::BadRequest));
         }
         // HTTP/2 extended CONNECT (RFC 8441, WebSocket over h2) is routed like the GET it
@@ -234,13 +236,13 @@ impl Proxy {
                 parts.method.as_str()
             },
             scheme: conn.scheme,
-            authority: rec.authority.to_str().unwrap_or_default(),
+            authority,
             path: parts.uri.path(),
             query: parts.uri.query(),
             headers: &parts.headers,
             port: conn.port,
         };
-        let host = host_of(rec.authority.to_str().unwrap_or_default());
+        let host = host_of(authority);
         let table = if conn.scheme == "https" {
             // Routes come from the server the SNI chose; a Host outside its hosts (HTTP/2
             // coalescing, a forged Host) must not reach another server's routes.
@@ -301,7 +303,7 @@ impl Proxy {
             Action::Redirect(r) => {
                 let loc = r.location_at(
                     conn.scheme,
-                    rec.authority.to_str().unwrap_or_default(),
+                    authority,
                     parts.uri.path(),
                     parts.uri.query(),
                     Some(conn.port),

@@ -1,13 +1,15 @@
 //! Load generators and their output: `wrk` (HTTP/1.1, percentiles from a Lua `done` hook)
 //! and `h2load` (HTTP/2, or HTTP/1.1 with `--h1`; constant rate with `--rps`; percentiles from
-//! its `--log-file`), plus a tiny blocking HTTP/1.1 client for readiness and swap probes.
+//! its `--log-file`), plus a tiny blocking HTTP/1.1 client for readiness and swap probes, and a
+//! TLS version probe (`openssl s_client`).
 //!
 //! Must not: choose connection counts or durations (see `cases`), or touch the proxies.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::procs::{which, Core, Proc};
 
@@ -437,4 +439,39 @@ pub fn wait_ok(addr: SocketAddr, host: &str, path: &str, limit: Duration) -> Res
     Err(format!(
         "{addr} never answered 200 for {host}{path}: {last}"
     ))
+}
+
+/// The TLS version a handshake with `addr` for `sni` settles on, as `openssl s_client` (the
+/// library wrk links) reports it, e.g. `TLSv1.3`; `None` if openssl is missing or the handshake
+/// fails or takes over 10 s.
+pub fn tls_version(addr: SocketAddr, sni: &str) -> Option<String> {
+    let mut child = Command::new(which("openssl")?)
+        .args([
+            "s_client",
+            "-brief",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            sni,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let until = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().ok()?.is_none() {
+        if Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().ok()?;
+    let text = [out.stderr, out.stdout].concat();
+    String::from_utf8_lossy(&text).lines().find_map(|l| {
+        l.strip_prefix("Protocol version:")
+            .map(|v| v.trim().to_owned())
+    })
 }

@@ -173,7 +173,7 @@ pub fn nginx(spec: &Spec<'_>) -> String {
         (
             "https",
             format!(
-                "  proxy_ssl_server_name on;\n  proxy_ssl_name {UPSTREAM_SNI};\n  proxy_ssl_verify on;\n  proxy_ssl_trusted_certificate {};\n  proxy_ssl_session_reuse on;\n",
+                "  proxy_ssl_server_name on;\n  proxy_ssl_name {UPSTREAM_SNI};\n  proxy_ssl_verify on;\n  proxy_ssl_trusted_certificate {};\n  proxy_ssl_session_reuse on;\n  proxy_ssl_protocols TLSv1.2 TLSv1.3;\n",
                 spec.pki.ca.display()
             ),
         )
@@ -185,9 +185,12 @@ pub fn nginx(spec: &Spec<'_>) -> String {
         c,
         "  upstream up {{\n    server 127.0.0.1:{a} weight={wa};\n    server 127.0.0.1:{b} weight={wb};\n    keepalive 256;\n    keepalive_requests 10000000;\n  }}\n"
     );
+    // nginx before 1.23.4 (Debian 12 ships 1.22) leaves TLS 1.3 out of its default
+    // `ssl_protocols` (and `proxy_ssl_protocols`, set above); every other system speaks TLS 1.3, and a TLS 1.2 resumption skips
+    // the key exchange that a TLS 1.3 one does, so the handshake rows would not compare.
     let listen = match spec.mode {
         Mode::TlsTerm => format!(
-            "listen 127.0.0.1:{p} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};",
+            "listen 127.0.0.1:{p} ssl;\n    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_certificate {};\n    ssl_certificate_key {};",
             spec.pki.cert.display(),
             spec.pki.key.display()
         ),

@@ -40,6 +40,8 @@ pub struct Row {
     pub half: Option<(f64, Run)>,
     /// Runs that failed outright (load generator error, proxy exit).
     pub failures: u32,
+    /// The TLS version it negotiated with the load generator's library, in TLS cases.
+    pub tls: Option<String>,
 }
 
 impl Row {
@@ -53,6 +55,7 @@ impl Row {
             rss_kib: None,
             half: None,
             failures: 0,
+            tls: None,
         }
     }
 
@@ -355,6 +358,18 @@ pub fn markdown(h: &Header, results: &[CaseResult]) -> String {
             .any(|r| r.system == System::Direct && !r.runs.is_empty())
         {
             m.push_str("\n¹ direct: CPU of the in-bench upstream thread (one HTTP exchange), not a proxy.\n");
+        }
+        let tls: Vec<String> = c
+            .rows
+            .iter()
+            .filter_map(|r| Some(format!("{} {}", r.system.name(), r.tls.as_deref()?)))
+            .collect();
+        if !tls.is_empty() {
+            let _ = writeln!(
+                m,
+                "\nTLS version negotiated (`openssl s_client`, the library wrk uses): {}.",
+                tls.join(", ")
+            );
         }
         m.push('\n');
     }

@@ -1349,6 +1349,109 @@ async fn binary_drains_on_sigterm() {
     );
 }
 
+/// HTTP/2 streams run on their connection's task: a stream in flight when the drain starts
+/// still gets its answer (GOAWAY first, then the response), and the process then exits.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_drains_http2_streams_on_sigterm() {
+    let slow = Upstream::new("slow")
+        .delay(Duration::from_millis(800))
+        .run()
+        .await;
+    let (port, admin_port) = (free_port(), free_port());
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let admin_addr: SocketAddr = ([127, 0, 0, 1], admin_port).into();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gw.yaml"),
+        format!(
+            "{}{}{}",
+            gateway(&[port]),
+            backend(&slow),
+            vs_weighted("slow", "slow.test", &[("slow.svc", 100)], "s"),
+        ),
+    )
+    .unwrap();
+    let drain_timeout = Duration::from_secs(5);
+    let mut p = Proc::spawn(
+        dir.path(),
+        admin_port,
+        &["--drain-delay", "0s", "--drain-timeout", "5s"],
+    );
+    wait_ready(&mut p, admin_addr).await;
+
+    // Two streams on one HTTP/2 connection, both waiting on the slow upstream.
+    let client = Client::new(addr, "slow.test").h2();
+    let in_flight = tokio::spawn(async move {
+        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let (tx, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let send = |path: &'static str| {
+            let mut tx = tx.clone();
+            async move {
+                let req = Request::get(format!("http://slow.test{path}"))
+                    .body(Full::new(Bytes::new()))
+                    .map_err(|e| e.to_string())?;
+                let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
+                let status = resp.status().as_u16();
+                let body = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>((
+                    status,
+                    String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+                ))
+            }
+        };
+        let (a, b) = tokio::join!(send("/a"), send("/b"));
+        Ok::<_, String>((a?, b?))
+    });
+    poll_until(
+        Duration::from_secs(5),
+        "both streams reach slow",
+        || async {
+            if slow.hits() == 2 {
+                Ok(())
+            } else {
+                Err(format!("{} hits", slow.hits()))
+            }
+        },
+    )
+    .await;
+
+    let term = Instant::now();
+    p.signal("TERM");
+    let (a, b) = within(in_flight)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("in-flight HTTP/2 streams failed: {e}\n{}", p.logs()));
+    assert_eq!(a, (200, "slow".to_owned()));
+    assert_eq!(b, (200, "slow".to_owned()));
+    // A new stream is no longer served once the drain started.
+    assert!(client.try_send("/late").await.is_err() || p.child.try_wait().unwrap().is_some());
+
+    let status = poll_until(
+        drain_timeout + Duration::from_millis(500),
+        "meshgate exits",
+        || {
+            let s = p.child.try_wait().unwrap();
+            async move { s.ok_or_else(|| "still running".to_owned()) }
+        },
+    )
+    .await;
+    assert!(status.success(), "exit {status}:\n{}", p.logs());
+    assert!(
+        term.elapsed() < drain_timeout,
+        "exit took {:?}",
+        term.elapsed()
+    );
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_drain_timeout_caps_shutdown() {

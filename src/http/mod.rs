@@ -5,6 +5,7 @@
 
 pub mod framing;
 mod h1;
+mod h2streams;
 pub mod headers;
 mod keepalive;
 mod log;

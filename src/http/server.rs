@@ -3,17 +3,19 @@
 //! header-name case kept only when asked, and graceful shutdown when the drain token fires (HTTP/1 closes
 //! after the in-flight request, HTTP/2 sends GOAWAY).
 //!
-//! Depends on: hyper, hyper-util, `http::keepalive`, `http::framing`, `http::proxy`.
+//! Depends on: hyper, hyper-util, `http::keepalive`, `http::framing`, `http::h2streams`,
+//! `http::proxy`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
+use super::h2streams::StreamExec;
 use super::keepalive;
 use super::proxy::{ConnInfo, Proxy};
 use crate::body::DownBody;
@@ -153,8 +155,8 @@ async fn serve_h2<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Arc::new(conn);
-    // Each stream's future is boxed: hyper spawns a task per stream, and tokio would copy
-    // the whole request state (kilobytes) as it spawns, binds and finishes that task.
+    // Each stream's future is boxed: hyper moves its stream (which holds this future) into
+    // the executor, and the whole request state is kilobytes.
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
         let conn = conn.clone();
@@ -162,7 +164,9 @@ async fn serve_h2<I>(
             async move { Ok::<_, Infallible>(proxy.handle(req.map(DownBody::Hyper), &conn).await) },
         )
     });
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    // The connection's streams run on this task (see `h2streams`).
+    let exec = StreamExec::default();
+    let mut builder = hyper::server::conn::http2::Builder::new(exec.clone());
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
@@ -175,15 +179,16 @@ async fn serve_h2<I>(
         .enable_connect_protocol();
     let served = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(served);
+    let mut driven = exec.drive(served.as_mut());
     tokio::select! {
-        res = served.as_mut() => {
+        res = &mut driven => {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "connection ended with error");
             }
         }
         () = stop.cancelled() => {
-            served.as_mut().graceful_shutdown();
-            if let Err(e) = served.await {
+            driven.conn().graceful_shutdown();
+            if let Err(e) = driven.await {
                 tracing::debug!(error = %e, "connection ended with error while draining");
             }
         }

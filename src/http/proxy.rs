@@ -168,7 +168,10 @@ impl Proxy {
                 .cloned(),
         }
         .unwrap_or_else(|| HeaderValue::from_static(""));
-        let mut rec = RequestRecord {
+        // Boxed from the start: the record goes with the response body as its completion
+        // anyway, and a box moves as a pointer where the record itself (hundreds of bytes)
+        // was copied at each hand-over, to `forward` and into the body.
+        let mut rec = Box::new(RequestRecord {
             metrics: self.metrics.clone(),
             start,
             access_log: self.access_log,
@@ -203,7 +206,7 @@ impl Proxy {
             conn: None,
             in_flight: None,
             admitted: None,
-        };
+        });
         if let Err(r) = strict::check(
             parts.version,
             &parts.headers,
@@ -355,7 +358,7 @@ impl Proxy {
         body: DownBody,
         trace: Option<headers::TraceContext>,
         conn: &ConnInfo,
-        mut rec: RequestRecord,
+        mut rec: Box<RequestRecord>,
     ) -> Response<ProxyBody> {
         let Some(cluster) = snap.clusters.get(dest.cluster).cloned() else {
             return finish_error(rec, &ProxyError::new(ErrorKind::Internal));
@@ -657,7 +660,7 @@ impl Proxy {
                     rec.conn = sent.conn;
                     rec.in_flight = Some(in_flight);
                     rec.admitted = Some(admitted);
-                    let body = ProxyBody::upstream(rbody).on_complete(Box::new(rec));
+                    let body = ProxyBody::upstream(rbody).on_complete(rec);
                     return Response::from_parts(rparts, body);
                 }
                 Err(e) => {
@@ -787,7 +790,7 @@ fn with_headers(mut resp: Response<ProxyBody>, h: Option<http::HeaderMap>) -> Re
     resp
 }
 
-fn finish_error(mut rec: RequestRecord, e: &ProxyError) -> Response<ProxyBody> {
+fn finish_error(mut rec: Box<RequestRecord>, e: &ProxyError) -> Response<ProxyBody> {
     rec.flags = e.flag();
     if rec.protocol == "grpc" {
         // gRPC clients read errors from grpc-status, not the HTTP status (Envoy does this too).
@@ -799,7 +802,7 @@ fn finish_error(mut rec: RequestRecord, e: &ProxyError) -> Response<ProxyBody> {
 }
 
 fn finish(
-    mut rec: RequestRecord,
+    mut rec: Box<RequestRecord>,
     resp: Response<ProxyBody>,
     flags: &'static str,
 ) -> Response<ProxyBody> {
@@ -807,8 +810,8 @@ fn finish(
     finish_response(rec, resp)
 }
 
-fn finish_response(mut rec: RequestRecord, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+fn finish_response(mut rec: Box<RequestRecord>, resp: Response<ProxyBody>) -> Response<ProxyBody> {
     rec.status = resp.status().as_u16();
     let (parts, body) = resp.into_parts();
-    Response::from_parts(parts, body.on_complete(Box::new(rec)))
+    Response::from_parts(parts, body.on_complete(rec))
 }

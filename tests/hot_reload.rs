@@ -1206,6 +1206,65 @@ async fn wait_ready(p: &mut Proc, admin_addr: SocketAddr) {
     .await;
 }
 
+/// Wait (up to 5 s) until `u` has seen `n` requests.
+async fn hits_reach(u: &UpstreamHandle, n: usize, what: &str) {
+    poll_until(Duration::from_secs(5), what, || async {
+        if u.hits() == n {
+            Ok(())
+        } else {
+            Err(format!("{} hits", u.hits()))
+        }
+    })
+    .await;
+}
+
+/// The binary serving `<name>.test` from one upstream that answers after `delay` (plus
+/// `extra` YAML), started with `args` and ready.
+struct SlowSetup {
+    upstream: UpstreamHandle,
+    addr: SocketAddr,
+    admin_addr: SocketAddr,
+    p: Proc,
+    _dir: tempfile::TempDir,
+}
+
+async fn binary_with_slow_upstream(
+    name: &str,
+    delay: Duration,
+    extra: &str,
+    args: &[&str],
+) -> SlowSetup {
+    let upstream = Upstream::new(name).delay(delay).run().await;
+    let (port, admin_port) = (free_port(), free_port());
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let admin_addr: SocketAddr = ([127, 0, 0, 1], admin_port).into();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gw.yaml"),
+        format!(
+            "{}{}{}{extra}",
+            gateway(&[port]),
+            backend(&upstream),
+            vs_weighted(
+                name,
+                &format!("{name}.test"),
+                &[(&format!("{name}.svc"), 100)],
+                "s"
+            ),
+        ),
+    )
+    .unwrap();
+    let mut p = Proc::spawn(dir.path(), admin_port, args);
+    wait_ready(&mut p, admin_addr).await;
+    SlowSetup {
+        upstream,
+        addr,
+        admin_addr,
+        p,
+        _dir: dir,
+    }
+}
+
 #[cfg(unix)]
 #[tokio::test]
 async fn binary_reloads_on_sighup() {
@@ -1253,44 +1312,25 @@ async fn binary_reloads_on_sighup() {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_drains_on_sigterm() {
-    let slow = Upstream::new("slow")
-        .delay(Duration::from_millis(800))
-        .run()
-        .await;
-    let (port, admin_port) = (free_port(), free_port());
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let admin_addr: SocketAddr = ([127, 0, 0, 1], admin_port).into();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("gw.yaml"),
-        format!(
-            "{}{}{}{}",
-            gateway(&[port]),
-            backend(&slow),
-            vs_weighted("slow", "slow.test", &[("slow.svc", 100)], "s"),
-            vs_direct("fast", "fast.test", "fast")
-        ),
+    let SlowSetup {
+        upstream: slow,
+        addr,
+        admin_addr,
+        mut p,
+        _dir,
+    } = binary_with_slow_upstream(
+        "slow",
+        Duration::from_millis(800),
+        &vs_direct("fast", "fast.test", "fast"),
+        &["--drain-delay", "300ms", "--drain-timeout", "5s"],
     )
-    .unwrap();
+    .await;
     let drain_delay = Duration::from_millis(300);
     let drain_timeout = Duration::from_secs(5);
-    let mut p = Proc::spawn(
-        dir.path(),
-        admin_port,
-        &["--drain-delay", "300ms", "--drain-timeout", "5s"],
-    );
-    wait_ready(&mut p, admin_addr).await;
     assert_eq!(answer(addr, "fast.test").await, "200 fast");
 
     let in_flight = tokio::spawn(async move { get(addr, "slow.test").await });
-    poll_until(Duration::from_secs(5), "request reaches slow", || async {
-        if slow.hits() == 1 {
-            Ok(())
-        } else {
-            Err(format!("{} hits", slow.hits()))
-        }
-    })
-    .await;
+    hits_reach(&slow, 1, "request reaches slow").await;
 
     let term = Instant::now();
     p.signal("TERM");
@@ -1354,31 +1394,20 @@ async fn binary_drains_on_sigterm() {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_drains_http2_streams_on_sigterm() {
-    let slow = Upstream::new("slow")
-        .delay(Duration::from_millis(800))
-        .run()
-        .await;
-    let (port, admin_port) = (free_port(), free_port());
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let admin_addr: SocketAddr = ([127, 0, 0, 1], admin_port).into();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("gw.yaml"),
-        format!(
-            "{}{}{}",
-            gateway(&[port]),
-            backend(&slow),
-            vs_weighted("slow", "slow.test", &[("slow.svc", 100)], "s"),
-        ),
-    )
-    .unwrap();
-    let drain_timeout = Duration::from_secs(5);
-    let mut p = Proc::spawn(
-        dir.path(),
-        admin_port,
+    let SlowSetup {
+        upstream: slow,
+        addr,
+        mut p,
+        _dir,
+        ..
+    } = binary_with_slow_upstream(
+        "slow",
+        Duration::from_millis(800),
+        "",
         &["--drain-delay", "0s", "--drain-timeout", "5s"],
-    );
-    wait_ready(&mut p, admin_addr).await;
+    )
+    .await;
+    let drain_timeout = Duration::from_secs(5);
 
     // Two streams on one HTTP/2 connection, both waiting on the slow upstream.
     let client = Client::new(addr, "slow.test").h2();
@@ -1411,18 +1440,7 @@ async fn binary_drains_http2_streams_on_sigterm() {
         let (a, b) = tokio::join!(send("/a"), send("/b"));
         Ok::<_, String>((a?, b?))
     });
-    poll_until(
-        Duration::from_secs(5),
-        "both streams reach slow",
-        || async {
-            if slow.hits() == 2 {
-                Ok(())
-            } else {
-                Err(format!("{} hits", slow.hits()))
-            }
-        },
-    )
-    .await;
+    hits_reach(&slow, 2, "both streams reach slow").await;
 
     let term = Instant::now();
     p.signal("TERM");
@@ -1455,39 +1473,21 @@ async fn binary_drains_http2_streams_on_sigterm() {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_drain_timeout_caps_shutdown() {
-    let stuck = Upstream::new("stuck")
-        .delay(Duration::from_secs(5))
-        .run()
-        .await;
-    let (port, admin_port) = (free_port(), free_port());
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let admin_addr: SocketAddr = ([127, 0, 0, 1], admin_port).into();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("gw.yaml"),
-        format!(
-            "{}{}{}",
-            gateway(&[port]),
-            backend(&stuck),
-            vs_weighted("stuck", "stuck.test", &[("stuck.svc", 100)], "s"),
-        ),
-    )
-    .unwrap();
-    let mut p = Proc::spawn(
-        dir.path(),
-        admin_port,
+    let SlowSetup {
+        upstream: stuck,
+        addr,
+        mut p,
+        _dir,
+        ..
+    } = binary_with_slow_upstream(
+        "stuck",
+        Duration::from_secs(5),
+        "",
         &["--drain-delay", "100ms", "--drain-timeout", "1s"],
-    );
-    wait_ready(&mut p, admin_addr).await;
-    let in_flight = tokio::spawn(async move { get(addr, "stuck.test").await });
-    poll_until(Duration::from_secs(5), "request reaches stuck", || async {
-        if stuck.hits() == 1 {
-            Ok(())
-        } else {
-            Err(format!("{} hits", stuck.hits()))
-        }
-    })
+    )
     .await;
+    let in_flight = tokio::spawn(async move { get(addr, "stuck.test").await });
+    hits_reach(&stuck, 1, "request reaches stuck").await;
 
     let term = Instant::now();
     p.signal("TERM");

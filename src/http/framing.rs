@@ -423,6 +423,8 @@ pub struct Guarded<I> {
     /// Where `at_rest` is published after every read, write and flush, for an owner that
     /// cannot reach this connection while hyper holds it.
     rest: Option<Arc<AtomicBool>>,
+    /// Dropping the stream closes it as well as a shutdown would (see `close_by_drop`).
+    drop_closes: bool,
 }
 
 /// The most a parked connection reads at once (on the stack, copied out exactly).
@@ -438,7 +440,21 @@ impl<I> Guarded<I> {
             scanned: 0,
             unflushed: false,
             rest: None,
+            drop_closes: false,
         }
+    }
+
+    /// Declare that dropping the stream ends the connection as well as shutting it down
+    /// first would: true of a TCP socket, whose `close` sends the same FIN as `shutdown`
+    /// (a system call fewer per connection, as nginx closes), not of TLS, whose shutdown
+    /// sends close_notify.
+    pub fn close_by_drop(&mut self) {
+        self.drop_closes = true;
+    }
+
+    /// Whether dropping the stream is how it is closed (`close_by_drop`).
+    pub fn drop_closes(&self) -> bool {
+        self.drop_closes
     }
 
     /// Publish `at_rest` to `flag` from now on.

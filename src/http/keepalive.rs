@@ -299,27 +299,45 @@ pub(super) async fn next_bytes<I: AsyncRead + Unpin>(
     }
 }
 
-/// A wait for the next bytes with a timer the caller keeps across waits: re-arming a registered timer
-/// to a later deadline is one atomic update, where a new one is a timer-wheel insertion
-/// and removal per request.
+/// A wait for the next bytes with a timer the caller keeps across waits: re-arming a
+/// registered timer to a later deadline is one atomic update, where a new one is a
+/// timer-wheel insertion and removal per request. The timer is armed only once a read finds
+/// nothing: bytes already there (a new connection's first request, usually) then cost no
+/// insertion and no wake-up of the runtime's driver, which tokio unparks (an eventfd write)
+/// whenever a timer is registered earlier than its next wake-up.
 async fn wait_bytes<I: AsyncRead + Unpin>(
     io: &mut Guarded<I>,
     mut timer: Pin<&mut tokio::time::Sleep>,
     wait: Duration,
-    cancelled: Pin<&mut (impl Future<Output = ()> + Send)>,
+    mut cancelled: Pin<&mut (impl Future<Output = ()> + Send)>,
 ) -> Waited {
-    timer.as_mut().reset(tokio::time::Instant::now() + wait);
-    let fill = std::future::poll_fn(|cx| io.poll_fill(cx));
-    tokio::select! {
-        biased;
-        r = fill => if matches!(r, Ok(n) if n > 0) { Waited::Bytes } else { Waited::Closed },
-        () = cancelled => Waited::Closed,
-        () = timer => Waited::TimedOut,
-    }
+    let mut armed = false;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = io.poll_fill(cx) {
+            return Poll::Ready(if matches!(r, Ok(n) if n > 0) {
+                Waited::Bytes
+            } else {
+                Waited::Closed
+            });
+        }
+        if cancelled.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Waited::Closed);
+        }
+        if !armed {
+            armed = true;
+            timer.as_mut().reset(tokio::time::Instant::now() + wait);
+        }
+        timer.as_mut().poll(cx).map(|()| Waited::TimedOut)
+    })
+    .await
 }
 
-/// Close `io` politely (FIN, or TLS close_notify), within a bound.
-pub(super) async fn close<I: AsyncWrite + Unpin>(mut io: I) {
+/// Close `io` politely (FIN, or TLS close_notify), within a bound; a stream that
+/// `close_by_drop` is just dropped.
+pub(super) async fn close<I: AsyncWrite + Unpin>(mut io: Guarded<I>) {
+    if io.drop_closes() {
+        return;
+    }
     let _ = tokio::time::timeout(CLOSE_WAIT, io.shutdown()).await;
 }
 

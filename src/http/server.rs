@@ -89,6 +89,10 @@ pub async fn serve<I>(
 {
     // Every connection's request bytes pass the framing guard (it steps aside for h2).
     let mut io = super::framing::Guarded::new(io);
+    if conn.scheme == "http" {
+        // Plain TCP: no TLS close_notify to send before the FIN.
+        io.close_by_drop();
+    }
     // The first bytes tell HTTP/2 prior knowledge from HTTP/1.
     let h2 = loop {
         let wait = stop.cancelled();

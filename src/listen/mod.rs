@@ -5,6 +5,7 @@
 //!
 //! Depends on: tokio, `http::{server, proxy}`, `config::Snapshot`, `metrics`, `shutdown`.
 
+mod nodelay;
 mod pipe;
 pub(crate) mod tcp;
 mod tls;
@@ -107,7 +108,6 @@ pub async fn accept_loop(
             },
             () = &mut cancelled => return,
         };
-        let _ = stream.set_nodelay(true);
         accepted.inc();
         let active = open.clone();
         active.inc();
@@ -154,6 +154,10 @@ async fn handle(
     stop: CancellationToken,
 ) {
     let protocol = ctx.proxy.store.load().listener(port).map(|l| l.protocol);
+    if protocol != Some(PortProtocol::Http) {
+        // TLS and TCP relays write in many pieces from the start: Nagle off at once.
+        let _ = stream.set_nodelay(true);
+    }
     match protocol {
         Some(PortProtocol::Http) => {
             // A client that connects and says nothing is closed after the header timeout
@@ -165,6 +169,7 @@ async fn handle(
                 sni: None,
                 peer_cert: None,
             };
+            let stream = nodelay::LateNoDelay::new(stream);
             server::serve(stream, ctx.proxy.clone(), conn, ctx.http, stop).await;
         }
         // Boxed, as is the TCP proxy: their state would otherwise size the task of every

@@ -40,6 +40,7 @@ pub mod explain;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+mod inplace;
 pub mod listen;
 pub mod metrics;
 pub mod route;

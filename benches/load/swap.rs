@@ -35,7 +35,11 @@ fn config(n: usize, port: u16, up: [u16; 2]) -> String {
             "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: svc-{name}\nspec:\n  hosts: [svc-{name}.bench]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports:\n  - {{number: 80, name: http, protocol: HTTP}}\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{http: {p}}}}}\n---\n"
         );
     }
-    let (wa, wb) = if n % 2 == 0 { (70, 30) } else { (30, 70) };
+    let (wa, wb) = if n.is_multiple_of(2) {
+        (70, 30)
+    } else {
+        (30, 70)
+    };
     let extra = if n % 2 == 1 {
         "  - match: [{uri: {prefix: /other}}]\n    route:\n    - destination: {host: svc-b.bench, port: {number: 80}}\n"
     } else {

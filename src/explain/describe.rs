@@ -294,7 +294,7 @@ pub(super) fn duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 && !d.is_zero() {
         format!("{}us", d.as_micros())
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else if ms > 1000 {
         format!("{}s", d.as_secs_f64())

@@ -27,6 +27,7 @@ use super::upgrade::Downstream;
 use crate::body::{DownBody, ProxyBody, Streamed, UpBody};
 use crate::config::{ConfigStore, Snapshot, TlsMode, TlsServer};
 use crate::error::{ErrorKind, ProxyError};
+use crate::inplace::{boxed, pin_boxed};
 use crate::metrics::Metrics;
 use crate::route::{
     host_of, pattern_matches, roll, Action, CorsDecision, RequestView, Route, WeightedDestination,
@@ -171,7 +172,7 @@ impl Proxy {
         // Boxed from the start: the record goes with the response body as its completion
         // anyway, and a box moves as a pointer where the record itself (hundreds of bytes)
         // was copied at each hand-over, to `forward` and into the body.
-        let mut rec = Box::new(RequestRecord {
+        let mut rec = boxed!(RequestRecord {
             metrics: self.metrics.clone(),
             start,
             access_log: self.access_log,
@@ -528,7 +529,7 @@ impl Proxy {
             // would take room twice in this future's state (~1.5 KiB each), and that state
             // is copied whenever hyper moves the request future (several times per HTTP/2
             // stream).
-            let attempt = Box::pin(async {
+            let attempt = pin_boxed!(async {
                 let co = ep.pool.checkout(fresh, &cluster.limits.conn).await?;
                 if upgrade.is_some() && co.is_h2() {
                     // Upgrades need HTTP/1.1 to the upstream (h2 has extended CONNECT instead).

@@ -19,6 +19,7 @@ use super::h2streams::StreamExec;
 use super::keepalive;
 use super::proxy::{ConnInfo, Proxy};
 use crate::body::DownBody;
+use crate::inplace::pin_boxed;
 
 /// Connection-level HTTP settings.
 #[derive(Debug, Clone, Copy)]
@@ -145,7 +146,7 @@ pub async fn serve<I>(
         return;
     }
     // Boxed: its state would otherwise size the task of every HTTP/1 connection too.
-    Box::pin(serve_h2(io, proxy, conn, limits, stop)).await;
+    pin_boxed!(serve_h2(io, proxy, conn, limits, stop)).await;
 }
 
 /// Serve an HTTP/2 prior-knowledge connection.
@@ -164,9 +165,9 @@ async fn serve_h2<I>(
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
         let conn = conn.clone();
-        Box::pin(
-            async move { Ok::<_, Infallible>(proxy.handle(req.map(DownBody::Hyper), &conn).await) },
-        )
+        pin_boxed!(async move {
+            Ok::<_, Infallible>(proxy.handle(req.map(DownBody::Hyper), &conn).await)
+        },)
     });
     // The connection's streams run on this task (see `h2streams`).
     let exec = StreamExec::default();

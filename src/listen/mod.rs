@@ -24,6 +24,7 @@ pub use tcp::L4Settings;
 use crate::config::PortProtocol;
 use crate::http::proxy::{ConnInfo, Proxy};
 use crate::http::server::{self, ServerSettings};
+use crate::inplace::pin_boxed;
 use crate::shutdown::Drain;
 
 /// What every connection task needs.
@@ -118,7 +119,7 @@ pub async fn accept_loop(
         // (kilobytes), which tokio would otherwise copy as it spawns, binds and finishes the
         // task.
         drain.tracker.spawn(
-            Box::pin(async move {
+            pin_boxed!(async move {
                 handle(stream, client, port, ctx, stop).await;
                 active.dec();
                 drop(global);
@@ -174,12 +175,12 @@ async fn handle(
         }
         // Boxed, as is the TCP proxy: their state would otherwise size the task of every
         // plain HTTP connection too.
-        Some(PortProtocol::Tls) => Box::pin(tls::serve(stream, client, port, ctx, stop)).await,
+        Some(PortProtocol::Tls) => pin_boxed!(tls::serve(stream, client, port, ctx, stop)).await,
         Some(PortProtocol::Tcp) => {
             let snap = ctx.proxy.store.load();
             match snap.tcp.get(&port).and_then(|r| r.first()) {
                 Some(route) => {
-                    Box::pin(tcp::forward(
+                    pin_boxed!(tcp::forward(
                         stream,
                         client,
                         bytes::Bytes::new(),

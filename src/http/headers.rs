@@ -304,8 +304,11 @@ pub fn ensure_request_id(h: &mut HeaderMap) -> HeaderValue {
     }
     let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let s = id.hyphenated().encode_lower(&mut buf);
-    let v = HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"));
+    id.hyphenated().encode_lower(&mut buf);
+    // Owned by one shared allocation: a value copied from a slice is moved to a second
+    // allocation the first time it is cloned (the clone returned for the request record).
+    let v = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"));
     h.insert(&X_REQUEST_ID, v.clone());
     v
 }
@@ -414,7 +417,12 @@ mod tests {
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
         let id = ensure_request_id(&mut h);
         assert_eq!(id.len(), 36);
+        let text = id.to_str().unwrap();
+        let uuid = uuid::Uuid::parse_str(text).unwrap();
+        assert_eq!(uuid.get_version_num(), 4, "{text}");
+        assert_eq!(text, text.to_ascii_lowercase());
         assert_eq!(ensure_request_id(&mut h), id);
+        assert_eq!(h.get("x-request-id").unwrap(), text);
     }
 
     #[test]

@@ -64,21 +64,24 @@ pub fn check(
                 ));
             }
         }
-        let hosts: Vec<&[u8]> = headers.get_all(HOST).iter().map(|v| v.as_bytes()).collect();
-        match hosts.as_slice() {
-            [] if version == Version::HTTP_11 => {
+        // The first two Host fields are all it takes to judge (no list to allocate).
+        let mut hosts = headers.get_all(HOST).iter().map(|v| v.as_bytes());
+        match (hosts.next(), hosts.next()) {
+            (None, _) if version == Version::HTTP_11 => {
                 return Err(reject(StatusCode::BAD_REQUEST, "missing host"));
             }
-            [] => {
+            (None, _) => {
                 if !has_authority {
                     return Err(reject(StatusCode::BAD_REQUEST, "missing host"));
                 }
             }
-            [one] if one.contains(&b',') || one.is_empty() => {
+            (Some(one), None) if one.contains(&b',') || one.is_empty() => {
                 return Err(reject(StatusCode::BAD_REQUEST, "invalid host"));
             }
-            [_] => {}
-            _ => return Err(reject(StatusCode::BAD_REQUEST, "several host headers")),
+            (Some(_), None) => {}
+            (Some(_), Some(_)) => {
+                return Err(reject(StatusCode::BAD_REQUEST, "several host headers"))
+            }
         }
     }
     Ok(())
@@ -118,9 +121,11 @@ pub fn normalize_path(path: &str) -> Cow<'_, str> {
     Cow::Owned(s)
 }
 
-/// Whether `path` has a segment that is `.` or `..` (possibly percent-encoded).
+/// Whether `path` has a segment that is `.` or `..` (possibly percent-encoded). Most paths
+/// have neither a dot nor a percent sign, and a byte scan settles them.
 fn needs_normalizing(path: &str) -> bool {
-    path.split('/').any(|seg| dot_kind(seg).is_some())
+    path.bytes().any(|b| b == b'.' || b == b'%')
+        && path.split('/').any(|seg| dot_kind(seg).is_some())
 }
 
 /// 1 for a `.` segment, 2 for `..`, with `%2e` / `%2E` as dots; `None` otherwise.

@@ -9,14 +9,14 @@
 
 /// `Box::new($value)`, with `$value` built in its allocation (allocated first).
 macro_rules! boxed {
-    ($value:expr $(,)?) => {
+    ($value:expr) => {
         ::std::boxed::Box::write(::std::boxed::Box::new_uninit(), $value)
     };
 }
 
 /// `Box::pin($value)`, with `$value` built in its allocation (allocated first).
 macro_rules! pin_boxed {
-    ($value:expr $(,)?) => {
+    ($value:expr) => {
         ::std::boxed::Box::into_pin($crate::inplace::boxed!($value))
     };
 }

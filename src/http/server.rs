@@ -167,7 +167,7 @@ async fn serve_h2<I>(
         let conn = conn.clone();
         pin_boxed!(async move {
             Ok::<_, Infallible>(proxy.handle(req.map(DownBody::Hyper), &conn).await)
-        },)
+        })
     });
     // The connection's streams run on this task (see `h2streams`).
     let exec = StreamExec::default();

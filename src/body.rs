@@ -48,7 +48,9 @@ mod whole {
 pub enum DownBody {
     /// Read by hyper as the proxy polls it.
     Hyper(Incoming),
-    /// The whole body (`None` once taken, or when there is none).
+    /// The whole body (`None` once taken, or when there is none). Only the HTTP/1.1 fast
+    /// path makes these, and the proxy relies on it: that path's writer is the one that
+    /// copies an upstream's raw header fields (`ProxyBody::raw_fields`).
     Full(Option<Bytes>),
 }
 
@@ -270,6 +272,16 @@ pub enum UpstreamBody {
 /// Why a response body broke off.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
+impl UpstreamBody {
+    /// The response's header fields, when the upstream client left them out of its head.
+    pub fn raw_fields(&self) -> Option<&crate::upstream::h1::RawFields> {
+        match self {
+            UpstreamBody::Raw(b) => b.fields(),
+            UpstreamBody::Hyper(_) => None,
+        }
+    }
+}
+
 impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BodyError;
@@ -332,6 +344,15 @@ impl ProxyBody {
             inner: Inner::Upstream(b),
             sent: 0,
             done: None,
+        }
+    }
+
+    /// An upstream response's header fields that are not in its head's map (see
+    /// `upstream::h1::RawFields`): whoever writes the head writes these too.
+    pub fn raw_fields(&self) -> Option<&crate::upstream::h1::RawFields> {
+        match &self.inner {
+            Inner::Upstream(b) => b.raw_fields(),
+            Inner::Full(_) => None,
         }
     }
 

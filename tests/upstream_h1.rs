@@ -359,3 +359,83 @@ async fn body_cut_short_by_the_upstream_is_not_passed_off_as_complete() {
     let err = support::within(Client::new(gw.port(8080), HOST).try_send("/")).await;
     assert!(err.is_err(), "a truncated body looked complete: {err:?}");
 }
+
+/// Send `GET path` on a raw connection and return the response head and body (the body read
+/// to its `content-length`).
+async fn raw_get(port: std::net::SocketAddr, path: &str) -> (String, Vec<u8>) {
+    let mut s = tokio::net::TcpStream::connect(port).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before the head");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .expect("a content-length")
+        .parse()
+        .unwrap();
+    while buf.len() < head_end + len {
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before the body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    (head, buf[head_end..].to_vec())
+}
+
+#[tokio::test]
+async fn response_fields_reach_the_client_in_order_in_lowercase() {
+    let up = Scripted::start(vec![
+        answer(b"HTTP/1.1 200 OK\r\nServer: up\r\nSet-Cookie: a=1\r\nX-A: 1\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nset-cookie: b=2\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\n\r\nok"),
+        // Rarer hop-by-hop fields: still stripped.
+        answer(b"HTTP/1.1 200 OK\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\nConnection: X-Private\r\nX-Private: secret\r\nX-B: 2\r\nContent-Length: 2\r\n\r\nok"),
+    ])
+    .await;
+    let gw = gateway(&up).await;
+    let (head, body) = raw_get(gw.port(8080), "/1").await;
+    assert_eq!(body, b"ok");
+    // One field per line as it came (the wire order, each `set-cookie` on its own line),
+    // names in lowercase as Envoy writes them, hop-by-hop fields gone, the upstream's date.
+    assert_eq!(
+        head,
+        "HTTP/1.1 200 OK\r\nserver: up\r\nset-cookie: a=1\r\nx-a: 1\r\nset-cookie: b=2\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\ncontent-length: 2\r\n\r\n"
+    );
+    let (head, body) = raw_get(gw.port(8080), "/2").await;
+    assert_eq!(body, b"ok");
+    let lower = head.to_ascii_lowercase();
+    for hop in ["proxy-connection", "upgrade", "connection", "x-private"] {
+        assert!(
+            !lower.contains(&format!("\r\n{hop}:")),
+            "{hop} kept: {head}"
+        );
+    }
+    assert!(head.contains("\r\nx-b: 2\r\n"), "{head}");
+}
+
+#[tokio::test]
+async fn a_grpc_status_field_in_a_plain_head_is_retried_on() {
+    let up = Scripted::start(vec![
+        answer(b"HTTP/1.1 200 OK\r\nContent-Type: application/grpc\r\nGrpc-Status: 14\r\nContent-Length: 0\r\n\r\n"),
+        answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+    ])
+    .await;
+    let yaml = format!(
+        "{}apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: app\nspec:\n  hosts: [app.svc]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: app\nspec:\n  hosts: [{HOST}]\n  gateways: [gw]\n  http:\n  - route:\n    - destination: {{host: app.svc}}\n    retries: {{attempts: 2, retryOn: unavailable}}\n",
+        http_gateway("gw", 8080, &[HOST]),
+        up.port
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let (_, body) = raw_get(gw.port(8080), "/").await;
+    assert_eq!(body, b"ok");
+    assert_eq!(up.request_count(), 2, "status 14 was retried");
+}

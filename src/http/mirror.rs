@@ -89,6 +89,8 @@ impl Mirrors {
                         host: &host,
                         headers: &headers,
                         trace: None,
+                        // Only the status is read.
+                        raw_response: true,
                     };
                     co.send_raw(&head, Some(&body).filter(|b| !b.is_empty()))
                         .await

@@ -338,8 +338,22 @@ impl Proxy {
                 let Some(dest) = f.pick(pick) else {
                     return finish_error(rec, &ProxyError::new(ErrorKind::NoHealthyEndpoint));
                 };
-                self.forward(&snap, route, block, dest, parts, body, trace, conn, rec)
-                    .await
+                // Only the HTTP/1.1 fast path makes `Full` bodies, and its writer copies an
+                // upstream's raw header fields; CORS edits the response's map.
+                let raw_response = matches!(body, DownBody::Full(_)) && cors.is_none();
+                self.forward(
+                    &snap,
+                    route,
+                    block,
+                    dest,
+                    parts,
+                    body,
+                    trace,
+                    conn,
+                    rec,
+                    raw_response,
+                )
+                .await
             }
         };
         if let Some(h) = cors {
@@ -360,6 +374,7 @@ impl Proxy {
         trace: Option<headers::TraceContext>,
         conn: &ConnInfo,
         mut rec: Box<RequestRecord>,
+        raw_response: bool,
     ) -> Response<ProxyBody> {
         let Some(cluster) = snap.clusters.get(dest.cluster).cloned() else {
             return finish_error(rec, &ProxyError::new(ErrorKind::Internal));
@@ -519,6 +534,12 @@ impl Proxy {
             .as_ref()
             .map(|k| k.hash(&parts.headers, parts.uri.query(), conn.client.ip()))
             .unwrap_or_default();
+        // The response's fields may stay raw when nothing here edits them.
+        let raw_response = raw_response
+            && upgrade.is_none()
+            && dest.headers.response.is_empty()
+            && route.headers.response.is_empty()
+            && hashed.set_cookie.is_none();
         loop {
             tries += 1;
             let Some((idx, ep)) = cluster.pick(avoid, hashed.hash) else {
@@ -545,6 +566,7 @@ impl Proxy {
                             host: &host_header,
                             headers: &parts.headers,
                             trace: trace.as_ref(),
+                            raw_response,
                         };
                         return co.send_raw(&head, body).await;
                     }
@@ -595,7 +617,7 @@ impl Proxy {
                 Ok(sent) => {
                     let status = sent.response.status().as_u16();
                     cluster.report(idx, Outcome::Status(status));
-                    let grpc_status = grpc_status(sent.response.headers());
+                    let grpc_status = grpc_status(&sent.response);
                     if retry::on_status(policy, status, grpc_status, idempotent, tries)
                         && slot.replayable().await
                     {
@@ -767,10 +789,14 @@ async fn backoff(tries: u32, deadline: Option<Instant>) -> bool {
     }
 }
 
-fn grpc_status(h: &http::HeaderMap) -> Option<u32> {
+fn grpc_status(r: &Response<crate::body::UpstreamBody>) -> Option<u32> {
     // A constant name: looking up by `&str` parses and lowercases the name every time.
     const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
-    h.get(&GRPC_STATUS)?.to_str().ok()?.parse().ok()
+    let value = match r.body().raw_fields() {
+        Some(f) => f.get(b"grpc-status")?,
+        None => r.headers().get(&GRPC_STATUS)?.as_bytes(),
+    };
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 fn with_urx(flag: &'static str) -> &'static str {

@@ -30,13 +30,15 @@ use tokio::net::TcpStream;
 
 use super::pool::EndpointPool;
 use crate::error::{ErrorKind, ProxyError};
-use crate::http::framing::{parse_decimal, push_decimal, trim, ConnTokens};
+use crate::http::framing::{parse_decimal, push_decimal, trim, ConnTokens, Field};
 use crate::http::headers::TraceContext;
 
 /// Longest response head (or trailer block) accepted, as Envoy's default 60 KiB.
 const MAX_HEAD: usize = 64 * 1024;
 /// Most response header fields accepted (Envoy's default `max_headers_count`).
 const MAX_HEADERS: usize = 100;
+// `parse_head` marks fields in a u128.
+const _: () = assert!(MAX_HEADERS <= 128);
 /// Longest chunk-size line (size, extensions and CRLF).
 const MAX_CHUNK_LINE: usize = 4096;
 /// Bodies up to this size are copied behind the head so the request is one write.
@@ -131,6 +133,71 @@ pub struct RawHead<'a> {
     /// A trace context the gateway started: its fields are sent, replacing those in
     /// `headers`.
     pub trace: Option<&'a TraceContext>,
+    /// The caller writes the response's header fields from [`RawFields`] and edits none of
+    /// them: they need not be put in a `HeaderMap`.
+    pub raw_response: bool,
+}
+
+/// A response's header fields as they arrived, hop-by-hop ones left out: slices of its
+/// head, in order, names in their original case. Building a `HeaderMap` (parsing each
+/// name, hashing it, and dropping the map later) was a third of a proxied keep-alive
+/// request's instructions spent on the upstream's response head, for fields that are only
+/// copied to the client.
+#[derive(Debug)]
+pub struct RawFields {
+    head: Bytes,
+    idx: Vec<(u32, u32, u32, u32)>,
+}
+
+impl RawFields {
+    /// Fields parsed from a complete response head (tests of the writers that take them).
+    #[cfg(test)]
+    pub(crate) fn parse(head: &'static [u8]) -> Self {
+        let mut fields = [httparse::EMPTY_HEADER; 16];
+        let mut res = httparse::Response::new(&mut fields);
+        assert!(res.parse(head).is_ok_and(|s| s.is_complete()));
+        let base = head.as_ptr() as usize;
+        let idx = res
+            .headers
+            .iter()
+            .map(|f| {
+                let n = (f.name.as_ptr() as usize - base) as u32;
+                let v = (f.value.as_ptr() as usize - base) as u32;
+                (n, n + f.name.len() as u32, v, v + f.value.len() as u32)
+            })
+            .collect();
+        Self {
+            head: Bytes::from_static(head),
+            idx,
+        }
+    }
+
+    /// Each field's name and value.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone + '_ {
+        self.idx.iter().map(|&(ns, ne, vs, ve)| {
+            (
+                &self.head[ns as usize..ne as usize],
+                &self.head[vs as usize..ve as usize],
+            )
+        })
+    }
+
+    /// The first value of the field `name` (lowercase).
+    pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+}
+
+/// A parsed response head.
+struct Head {
+    parts: http::response::Parts,
+    framing: Framing,
+    /// The framing allows the connection to carry another request.
+    keep_alive: bool,
+    /// The header fields, when they were left out of `parts` (`RawHead::raw_response`).
+    fields: Option<RawFields>,
 }
 
 /// How the response body is delimited.
@@ -184,7 +251,7 @@ impl H1Conn {
         &mut self,
         head: &RawHead<'_>,
         body: Option<&Bytes>,
-    ) -> Result<(http::response::Parts, Framing, bool), ProxyError> {
+    ) -> Result<Head, ProxyError> {
         self.encode(head, body);
         let big = body.filter(|b| b.len() > COALESCE);
         let write = async {
@@ -201,7 +268,7 @@ impl H1Conn {
             self.wbuf = Vec::new(); // do not keep a large body's buffer on an idle connection
         }
         loop {
-            if let Some(parsed) = self.parse_head(head.method)? {
+            if let Some(parsed) = self.parse_head(head.method, head.raw_response)? {
                 return Ok(parsed);
             }
             if self.rbuf.len() >= MAX_HEAD {
@@ -263,12 +330,9 @@ impl H1Conn {
     }
 
     /// Parse a complete response head from `rbuf`, skipping interim 1xx responses;
-    /// `None` when more bytes are needed.
-    #[allow(clippy::type_complexity)]
-    fn parse_head(
-        &mut self,
-        method: &Method,
-    ) -> Result<Option<(http::response::Parts, Framing, bool)>, ProxyError> {
+    /// `None` when more bytes are needed. With `raw`, the fields stay slices of the head
+    /// unless hop-by-hop stripping has work to do on them.
+    fn parse_head(&mut self, method: &Method, raw: bool) -> Result<Option<Head>, ProxyError> {
         loop {
             if self.rbuf.is_empty() {
                 return Ok(None);
@@ -304,64 +368,131 @@ impl H1Conn {
                 };
             let status =
                 StatusCode::from_u16(code).map_err(|_| protocol("invalid upstream status"))?;
-            let raw = self.rbuf.split_to(len).freeze();
+            let raw_head = self.rbuf.split_to(len).freeze();
             if status.is_informational() {
                 if status == StatusCode::SWITCHING_PROTOCOLS {
                     return Err(protocol("upstream switched protocols unasked"));
                 }
                 continue; // 100 Continue, 103 Early Hints: the final response follows
             }
-            // `Connection` is read here; when it carries only the standard tokens, it and
-            // `Keep-Alive` (both hop-by-hop) stay out of the map, so the proxy has nothing to
-            // strip. One naming other fields is kept for the proxy's stripping to act on.
-            let mut conn = ConnTokens::default();
-            for &(ns, ne, vs, ve) in &self.idx {
-                if raw[ns as usize..ne as usize].eq_ignore_ascii_case(b"connection") {
-                    conn.note(&raw[vs as usize..ve as usize]);
-                }
-            }
-            let mut headers = HeaderMap::with_capacity(self.idx.len());
-            for &(ns, ne, vs, ve) in &self.idx {
-                let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
-                if !conn.other
-                    && (raw[ns..ne].eq_ignore_ascii_case(b"connection")
-                        || raw[ns..ne].eq_ignore_ascii_case(b"keep-alive"))
-                {
-                    continue;
-                }
-                let name = HeaderName::from_bytes(&raw[ns..ne])
-                    .map_err(|_| protocol("invalid upstream header name"))?;
-                let value = HeaderValue::from_maybe_shared(raw.slice(vs..ve))
-                    .map_err(|_| protocol("invalid upstream header value"))?;
-                headers.append(name, value);
-            }
             let version = if version == 0 {
                 Version::HTTP_10
             } else {
                 Version::HTTP_11
             };
-            let (framing, mut keep_alive) =
-                framing(method, status, version, &headers, conn.keep_alive)?;
-            if conn.close {
-                keep_alive = false;
+            // `Connection` is read here; when it carries only the standard tokens, it and
+            // `Keep-Alive` (both hop-by-hop) are left out, so the proxy has nothing to
+            // strip. One naming other fields is kept for the proxy's stripping to act on,
+            // as are the rarer hop-by-hop fields (those take the map).
+            let mut conn = ConnTokens::default();
+            let mut rare_hop = false;
+            let (mut transfer_encoding, mut length, mut lengths) = (None, None, 0);
+            // Which fields are `Connection` or `Keep-Alive` (MAX_HEADERS fits in 128 bits).
+            let mut hop: u128 = 0;
+            for (i, &(ns, ne, vs, ve)) in self.idx.iter().enumerate() {
+                match Field::of(&raw_head[ns as usize..ne as usize]) {
+                    Field::Connection => {
+                        conn.note(&raw_head[vs as usize..ve as usize]);
+                        hop |= 1 << i;
+                    }
+                    Field::KeepAlive => hop |= 1 << i,
+                    Field::Te | Field::Upgrade | Field::ProxyConnection => rare_hop = true,
+                    Field::TransferEncoding => transfer_encoding = Some((vs, ve)),
+                    Field::ContentLength => {
+                        length = Some((vs, ve));
+                        lengths += 1;
+                    }
+                    _ => {}
+                }
             }
+            if conn.other {
+                hop = 0; // kept for the proxy's stripping, which also removes the named fields
+            }
+            let passed = |(i, _): &(usize, &(u32, u32, u32, u32))| hop & (1 << i) == 0;
             let mut parts = http::Response::new(()).into_parts().0;
             parts.status = status;
             parts.version = version;
-            parts.headers = headers;
-            return Ok(Some((parts, framing, keep_alive)));
+            let (fields, (framing, mut keep_alive)) = if raw && !conn.other && !rare_hop {
+                let mut idx = Vec::with_capacity(self.idx.len());
+                idx.extend(self.idx.iter().enumerate().filter(passed).map(|(_, f)| *f));
+                let f = framing(
+                    method,
+                    status,
+                    version,
+                    transfer_encoding.map(|(vs, ve)| &raw_head[vs as usize..ve as usize]),
+                    // Most heads have one length or none: no second pass for those.
+                    length
+                        .filter(|_| lengths == 1)
+                        .into_iter()
+                        .chain(
+                            idx[..if lengths > 1 { idx.len() } else { 0 }]
+                                .iter()
+                                .filter(|&&(ns, ne, _, _)| {
+                                    Field::of(&raw_head[ns as usize..ne as usize])
+                                        == Field::ContentLength
+                                })
+                                .map(|&(_, _, vs, ve)| (vs, ve)),
+                        )
+                        .map(|(vs, ve)| &raw_head[vs as usize..ve as usize]),
+                    conn.keep_alive,
+                )?;
+                let fields = RawFields {
+                    head: raw_head,
+                    idx,
+                };
+                (Some(fields), f)
+            } else {
+                let mut headers = HeaderMap::with_capacity(self.idx.len());
+                for (_, &(ns, ne, vs, ve)) in self.idx.iter().enumerate().filter(passed) {
+                    let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
+                    let name = HeaderName::from_bytes(&raw_head[ns..ne])
+                        .map_err(|_| protocol("invalid upstream header name"))?;
+                    let value = HeaderValue::from_maybe_shared(raw_head.slice(vs..ve))
+                        .map_err(|_| protocol("invalid upstream header value"))?;
+                    headers.append(name, value);
+                }
+                let f = framing(
+                    method,
+                    status,
+                    version,
+                    headers
+                        .get_all(TRANSFER_ENCODING)
+                        .iter()
+                        .next_back()
+                        .map(HeaderValue::as_bytes),
+                    headers
+                        .get_all(CONTENT_LENGTH)
+                        .iter()
+                        .map(HeaderValue::as_bytes),
+                    conn.keep_alive,
+                )?;
+                parts.headers = headers;
+                (None, f)
+            };
+            if conn.close {
+                keep_alive = false;
+            }
+            return Ok(Some(Head {
+                parts,
+                framing,
+                keep_alive,
+                fields,
+            }));
         }
     }
 }
 
-/// The body framing and whether the framing allows reuse (RFC 9112 §6.3, §9.3).
-fn framing(
+/// The body framing and whether the framing allows reuse (RFC 9112 §6.3, §9.3), from the
+/// last `Transfer-Encoding` value (`None`: no such field) and every `Content-Length` value.
+fn framing<'a>(
     method: &Method,
     status: StatusCode,
     version: Version,
-    headers: &HeaderMap,
+    transfer_encoding: Option<&[u8]>,
+    lengths: impl Iterator<Item = &'a [u8]>,
     keep_alive_token: bool,
 ) -> Result<(Framing, bool), ProxyError> {
+    let mut lengths = lengths.peekable();
     let keep_alive = version == Version::HTTP_11 || keep_alive_token;
     if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
@@ -369,16 +500,13 @@ fn framing(
     {
         return Ok((Framing::Length(0), keep_alive));
     }
-    if headers.contains_key(TRANSFER_ENCODING) {
-        let chunked = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
+    if let Some(te) = transfer_encoding {
+        let chunked = te
+            .rsplit(|&b| b == b',')
+            .next()
+            .is_some_and(|t| trim(t).eq_ignore_ascii_case(b"chunked"));
         // With both headers the length is ignored and the connection must not be reused.
-        let reuse = keep_alive && chunked && !headers.contains_key(CONTENT_LENGTH);
+        let reuse = keep_alive && chunked && lengths.peek().is_none();
         return Ok((
             if chunked {
                 Framing::Chunked
@@ -389,8 +517,8 @@ fn framing(
         ));
     }
     let mut length = None;
-    for v in headers.get_all(CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|&b| b == b',') {
+    for v in lengths {
+        for part in v.split(|&b| b == b',') {
             let n = parse_decimal(trim(part)).ok_or_else(|| protocol("invalid content-length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(protocol("conflicting content-length"));
@@ -432,6 +560,7 @@ pub struct RawBody {
     conn: Option<H1Conn>,
     state: State,
     release: Option<Release>,
+    fields: Option<RawFields>,
 }
 
 impl std::fmt::Debug for RawBody {
@@ -447,8 +576,14 @@ fn invalid(msg: &'static str) -> io::Error {
 }
 
 impl RawBody {
-    fn new(conn: H1Conn, framing: Framing, release: Option<Release>) -> Self {
+    fn new(
+        conn: H1Conn,
+        framing: Framing,
+        release: Option<Release>,
+        fields: Option<RawFields>,
+    ) -> Self {
         let mut body = Self {
+            fields,
             conn: Some(conn),
             state: match framing {
                 Framing::Length(n) => State::Length(n),
@@ -461,6 +596,11 @@ impl RawBody {
             body.done();
         }
         body
+    }
+
+    /// The response's header fields, when they were left out of its head.
+    pub fn fields(&self) -> Option<&RawFields> {
+        self.fields.as_ref()
     }
 
     /// The body ended cleanly: give the connection back when it can carry another request.
@@ -713,15 +853,15 @@ pub async fn send(
     served: u32,
     max_per_conn: Option<u32>,
 ) -> Result<http::Response<RawBody>, ProxyError> {
-    let (parts, framing, keep_alive) = conn.exchange(head, body).await?;
-    let reuse = keep_alive && max_per_conn.is_none_or(|m| served < m);
+    let head = conn.exchange(head, body).await?;
+    let reuse = head.keep_alive && max_per_conn.is_none_or(|m| served < m);
     let release = reuse.then(|| Release {
         pool: pool.clone(),
         served,
     });
     Ok(http::Response::from_parts(
-        parts,
-        RawBody::new(conn, framing, release),
+        head.parts,
+        RawBody::new(conn, head.framing, release, head.fields),
     ))
 }
 
@@ -763,7 +903,18 @@ mod tests {
                     conn.note(val.as_bytes());
                 }
             }
-            framing(m, s, v, &map(h), conn.keep_alive).ok()
+            let h = map(h);
+            let te = h.get_all(TRANSFER_ENCODING).iter().next_back();
+            let lengths = h.get_all(CONTENT_LENGTH).iter().map(HeaderValue::as_bytes);
+            framing(
+                m,
+                s,
+                v,
+                te.map(HeaderValue::as_bytes),
+                lengths,
+                conn.keep_alive,
+            )
+            .ok()
         };
         assert_eq!(
             f(&get, ok, v11, &[("content-length", "5")]),
@@ -826,6 +977,90 @@ mod tests {
         );
     }
 
+    /// A connection to a listener nobody answers, with `head` in its read buffer.
+    async fn buffered(head: &[u8]) -> (H1Conn, tokio::net::TcpListener) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let s = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let mut conn = H1Conn::new(UpIo::Plain(s));
+        conn.rbuf.extend_from_slice(head);
+        (conn, listener)
+    }
+
+    #[tokio::test]
+    async fn raw_fields_carry_what_the_map_would() {
+        let heads: [&[u8]; 6] = [
+            b"HTTP/1.1 200 OK\r\nServer: up\r\nSet-Cookie: a=1\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nset-cookie: b=2\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nX-A: 1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 1\r\n\r\n",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nConnection: close\r\nX-B: \t2 \r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n",
+        ];
+        for head in heads {
+            let (mut a, _l1) = buffered(head).await;
+            let (mut b, _l2) = buffered(head).await;
+            let mapped = a.parse_head(&Method::GET, false).unwrap().unwrap();
+            let raw = b.parse_head(&Method::GET, true).unwrap().unwrap();
+            assert!(mapped.fields.is_none() && raw.parts.headers.is_empty());
+            let fields = raw.fields.as_ref().unwrap();
+            let from_map: Vec<(String, Vec<u8>)> = mapped
+                .parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect();
+            let mut from_raw: Vec<(String, Vec<u8>)> = fields
+                .iter()
+                .map(|(n, v)| (String::from_utf8_lossy(n).to_lowercase(), v.to_vec()))
+                .collect();
+            // The map groups a name's values at its first occurrence; the raw fields keep
+            // the wire order.
+            from_raw.sort_by_key(|(n, _)| from_map.iter().position(|(m, _)| m == n));
+            assert_eq!(from_raw, from_map, "{}", String::from_utf8_lossy(head));
+            assert_eq!(
+                (raw.parts.status, raw.parts.version),
+                (mapped.parts.status, mapped.parts.version)
+            );
+            assert_eq!(
+                (raw.framing, raw.keep_alive),
+                (mapped.framing, mapped.keep_alive),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        assert_eq!(
+            (Framing::Chunked, false),
+            {
+                let (mut c, _l) = buffered(heads[2]).await;
+                let h = c.parse_head(&Method::GET, true).unwrap().unwrap();
+                (h.framing, h.keep_alive)
+            },
+            "both framing fields: chunked, never reused"
+        );
+    }
+
+    #[tokio::test]
+    async fn rarer_hop_by_hop_fields_put_the_head_in_a_map() {
+        for head in [
+            &b"HTTP/1.1 200 OK\r\nConnection: x-private\r\nx-private: 1\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nProxy-Connection: keep-alive\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nUpgrade: h2c\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTE: trailers\r\n\r\n",
+        ] {
+            let (mut c, _l) = buffered(head).await;
+            let h = c.parse_head(&Method::GET, true).unwrap().unwrap();
+            assert!(h.fields.is_none(), "{}", String::from_utf8_lossy(head));
+            assert!(!h.parts.headers.is_empty());
+        }
+        let (mut c, _l) = buffered(b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n").await;
+        assert!(
+            c.parse_head(&Method::GET, true).is_err(),
+            "conflicting lengths"
+        );
+    }
+
     #[test]
     fn decimals() {
         let mut w = Vec::new();
@@ -852,7 +1087,7 @@ mod tests {
             }
         });
         let s = TcpStream::connect(addr).await.unwrap();
-        let body = RawBody::new(H1Conn::new(UpIo::Plain(s)), framing, None);
+        let body = RawBody::new(H1Conn::new(UpIo::Plain(s)), framing, None, None);
         let mut out = Vec::new();
         let mut body = std::pin::pin!(body);
         while let Some(f) = body.frame().await {

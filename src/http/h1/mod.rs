@@ -95,9 +95,12 @@ async fn write_response<W: AsyncWrite + Unpin>(
     close: bool,
 ) -> io::Result<bool> {
     let (parts, mut body) = resp.into_parts();
-    let mut out = Vec::with_capacity(512);
     let shape = BodyShape::of(body.is_end_stream(), &body.size_hint());
-    let plan = response::encode(&mut out, &parts, method, shape, close);
+    // Room for the head and a body that will be coalesced behind it, so that copy does not
+    // reallocate (and copy the head again).
+    let coalesced = shape.exact.filter(|&n| n <= COALESCE as u64).unwrap_or(0);
+    let mut out = Vec::with_capacity(512 + coalesced as usize);
+    let plan = response::encode(&mut out, &parts, body.raw_fields(), method, shape, close);
     drop(parts);
     let mut left = match &plan.framing {
         Framing::None => {

@@ -7,12 +7,12 @@
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRAILER, TRANSFER_ENCODING};
 use http::response::Parts;
 use http::{HeaderMap, HeaderName, Method, StatusCode};
 use http_body::SizeHint;
 
-use crate::http::framing::{parse_decimal, push_decimal, trim, ConnTokens};
+use crate::http::framing::{lowercase_token, parse_decimal, push_decimal, trim, ConnTokens, Field};
+use crate::upstream::h1::RawFields;
 
 /// How the body follows the head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,16 +53,32 @@ impl BodyShape {
     }
 }
 
-/// Append the head of `parts` to `dst`. `close`: the connection is to close after this
-/// response (the client asked, or the gateway is draining); a `Connection: close` from the
-/// gateway's own answers closes it too.
+/// Append the head of `parts` (and of `raw`, the upstream fields not in `parts`) to
+/// `dst`. `close`: the connection is to close after this response (the client asked, or
+/// the gateway is draining); a `Connection: close` from the gateway's own answers closes it
+/// too.
 pub(crate) fn encode(
     dst: &mut Vec<u8>,
     parts: &Parts,
+    raw: Option<&RawFields>,
     method: &Method,
     body: BodyShape,
     mut close: bool,
 ) -> Plan {
+    // Raw names keep the upstream's case and are written in lowercase, as the map's are.
+    let fields = || {
+        raw.into_iter().flat_map(RawFields::iter).chain(
+            parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+        )
+    };
+    let named = |field: Field| {
+        fields()
+            .filter(move |(n, _)| Field::of(n) == field)
+            .map(|(_, v)| v)
+    };
     let status = parts.status;
     status_line(dst, status);
     let no_body = *method == Method::HEAD
@@ -78,34 +94,39 @@ pub(crate) fn encode(
         Framing::Length(0)
     } else if let Some(n) = body.exact {
         Framing::Length(n)
-    } else if let Some(n) = single_length(&parts.headers) {
+    } else if let Some(n) = single_length(named(Field::ContentLength)) {
         Framing::Length(n)
     } else {
-        Framing::Chunked(announced_trailers(&parts.headers))
+        Framing::Chunked(announced_trailers(named(Field::Trailer)))
     };
     let mut wrote_date = false;
     let mut wrote_connection = false;
     let mut wrote_length = false;
-    for (name, value) in &parts.headers {
-        if *name == TRANSFER_ENCODING || (*name == CONTENT_LENGTH && !(no_body && keep_length)) {
-            continue;
+    let mut field = |name: &[u8], value: &[u8]| {
+        match Field::of(name) {
+            Field::TransferEncoding => return,
+            Field::ContentLength if !(no_body && keep_length) => return,
+            Field::ContentLength => wrote_length = true,
+            Field::Trailer if !matches!(framing, Framing::Chunked(_)) => return,
+            Field::Date => wrote_date = true,
+            Field::Connection => wrote_connection = true,
+            _ => {}
         }
-        if *name == TRAILER && !matches!(framing, Framing::Chunked(_)) {
-            continue;
-        }
-        if *name == DATE {
-            wrote_date = true;
-        } else if *name == CONTENT_LENGTH {
-            wrote_length = true;
-        } else if *name == CONNECTION {
-            wrote_connection = true;
-        }
-        dst.extend_from_slice(name.as_str().as_bytes());
+        let at = dst.len();
+        dst.extend_from_slice(name);
+        lowercase_token(&mut dst[at..]);
         dst.extend_from_slice(b": ");
-        dst.extend_from_slice(value.as_bytes());
+        dst.extend_from_slice(value);
         dst.extend_from_slice(b"\r\n");
+    };
+    // Two loops rather than `fields()`: the chained iterator cost more than the writing.
+    for (name, value) in raw.into_iter().flat_map(RawFields::iter) {
+        field(name, value);
     }
-    if wrote_connection && ConnTokens::of(&parts.headers).close {
+    for (name, value) in &parts.headers {
+        field(name.as_str().as_bytes(), value.as_bytes());
+    }
+    if wrote_connection && ConnTokens::of(named(Field::Connection)).close {
         close = true;
     } else if close {
         dst.extend_from_slice(b"connection: close\r\n");
@@ -154,21 +175,19 @@ fn status_line(dst: &mut Vec<u8>, status: StatusCode) {
     dst.extend_from_slice(b"\r\n");
 }
 
-/// The length a `Content-Length` field gives, when the response has exactly one that parses.
-fn single_length(h: &HeaderMap) -> Option<u64> {
-    let mut all = h.get_all(CONTENT_LENGTH).iter();
-    let v = all.next()?;
-    if all.next().is_some() {
+/// The length the `Content-Length` fields give, when there is exactly one that parses.
+fn single_length<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Option<u64> {
+    let v = values.next()?;
+    if values.next().is_some() {
         return None;
     }
-    parse_decimal(trim(v.as_bytes()))
+    parse_decimal(trim(v))
 }
 
-/// The trailer fields a `Trailer` header announces.
-fn announced_trailers(h: &HeaderMap) -> Vec<HeaderName> {
-    h.get_all(TRAILER)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+/// The trailer fields the `Trailer` fields announce.
+fn announced_trailers<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<HeaderName> {
+    values
+        .flat_map(|v| v.split(|&b| b == b','))
         .filter_map(|n| HeaderName::from_bytes(trim(n)).ok())
         .collect()
 }
@@ -244,7 +263,14 @@ mod tests {
         close: bool,
     ) -> (String, Plan) {
         let mut dst = Vec::new();
-        let plan = encode(&mut dst, parts, &method, BodyShape { empty, exact }, close);
+        let plan = encode(
+            &mut dst,
+            parts,
+            None,
+            &method,
+            BodyShape { empty, exact },
+            close,
+        );
         (String::from_utf8(dst).unwrap(), plan)
     }
 
@@ -331,6 +357,64 @@ mod tests {
         let (text, plan) = run(&refused, Method::GET, true, Some(0), false);
         assert!(plan.close);
         assert_eq!(text.matches("connection: close").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn raw_upstream_fields_are_written_in_order_in_lowercase() {
+        let raw = RawFields::parse(
+            b"HTTP/1.1 200 OK\r\nServer: up\r\nSet-Cookie: a=1\r\nX-A: 1\r\nset-cookie: b=2\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n",
+        );
+        // What the gateway added goes after the upstream's fields.
+        let p = head(200, &[("x-added", "yes")]);
+        let mut dst = Vec::new();
+        let plan = encode(
+            &mut dst,
+            &p,
+            Some(&raw),
+            &Method::GET,
+            BodyShape {
+                empty: false,
+                exact: Some(2),
+            },
+            false,
+        );
+        assert_eq!(
+            String::from_utf8(dst).unwrap(),
+            "HTTP/1.1 200 OK\r\nserver: up\r\nset-cookie: a=1\r\nx-a: 1\r\nset-cookie: b=2\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\nx-added: yes\r\ncontent-length: 2\r\n\r\n"
+        );
+        assert_eq!(plan.framing, Framing::Length(2));
+        // Unknown size: the raw length frames it; a raw Trailer announces trailers.
+        let raw = RawFields::parse(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n");
+        let mut dst = Vec::new();
+        let shape = BodyShape {
+            empty: false,
+            exact: None,
+        };
+        let plan = encode(
+            &mut dst,
+            &head(200, &[]),
+            Some(&raw),
+            &Method::GET,
+            shape,
+            false,
+        );
+        assert_eq!(plan.framing, Framing::Length(9));
+        let raw = RawFields::parse(b"HTTP/1.1 200 OK\r\nTrailer: X-Sum\r\n\r\n");
+        let mut dst = Vec::new();
+        let plan = encode(
+            &mut dst,
+            &head(200, &[]),
+            Some(&raw),
+            &Method::GET,
+            shape,
+            false,
+        );
+        assert_eq!(
+            plan.framing,
+            Framing::Chunked(vec![HeaderName::from_static("x-sum")])
+        );
+        let text = String::from_utf8(dst).unwrap();
+        assert!(text.contains("\r\ntrailer: X-Sum\r\n"), "{text}");
     }
 
     #[test]

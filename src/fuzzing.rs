@@ -818,6 +818,7 @@ impl Http1Gateway {
             scheme: "http",
             sni: None,
             peer_cert: None,
+            forwarded_for: http::HeaderValue::from_static("192.0.2.1"),
         };
         let served = tokio::spawn(server::serve(
             io,

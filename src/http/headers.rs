@@ -107,36 +107,64 @@ pub fn upgrade_request(h: &HeaderMap, version: http::Version) -> Option<HeaderVa
     asks.then(|| h.get(&UPGRADE).cloned()).flatten()
 }
 
-/// Append the client address to `x-forwarded-for` and set `x-forwarded-proto`.
-pub fn set_forwarded(h: &mut HeaderMap, client: IpAddr, scheme: &'static str) {
+/// The client address as an `x-forwarded-for` element, made once per connection: every
+/// request on it then adds a shared value instead of formatting and allocating its own.
+pub fn forwarded_for(client: IpAddr) -> HeaderValue {
+    let mut value = String::with_capacity(15);
+    push_ip(&mut value, client);
+    HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+fn push_ip(value: &mut String, client: IpAddr) {
     use std::fmt::Write as _;
-    // One allocation: the previous value (if any) and the address written into one buffer.
-    let mut value = String::with_capacity(64);
-    if let Some(prev) = h
-        .get(&X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-        .filter(|p| !p.is_empty())
-    {
-        value.push_str(prev);
-        value.push_str(", ");
-    }
     match client {
-        // `Display` for an address goes through the formatting machinery (a third of this
-        // function's cost); dotted quads are simple enough to write directly.
+        // `Display` for an address goes through the formatting machinery; dotted quads are
+        // simple enough to write directly.
         IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
                     value.push('.');
                 }
-                push_u8(&mut value, octet);
+                push_u8(value, octet);
             }
         }
         IpAddr::V6(_) => {
             let _ = write!(value, "{client}");
         }
     }
-    if let Ok(v) = HeaderValue::try_from(value) {
-        h.insert(&X_FORWARDED_FOR, v);
+}
+
+/// Append the client (`forwarded_for`'s value for `client`) to `x-forwarded-for` and set
+/// `x-forwarded-proto`.
+pub fn set_forwarded(
+    h: &mut HeaderMap,
+    client: IpAddr,
+    element: &HeaderValue,
+    scheme: &'static str,
+) {
+    // One hashed lookup for both the read and the write.
+    match h.entry(&X_FORWARDED_FOR) {
+        http::header::Entry::Occupied(mut e) => {
+            let joined = e.get().to_str().ok().filter(|p| !p.is_empty()).map(|prev| {
+                let mut value = String::with_capacity(prev.len() + 2 + 39);
+                value.push_str(prev);
+                value.push_str(", ");
+                push_ip(&mut value, client);
+                value
+            });
+            match joined.map(HeaderValue::try_from) {
+                Some(Ok(v)) => {
+                    e.insert(v);
+                }
+                Some(Err(_)) => {}
+                None => {
+                    e.insert(element.clone());
+                }
+            }
+        }
+        http::header::Entry::Vacant(e) => {
+            e.insert(element.clone());
+        }
     }
     h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
 }
@@ -299,9 +327,11 @@ static HEX_PAIRS: [[u8; 2]; 256] = {
 
 /// The request's `x-request-id`, generating a UUIDv4 one when absent or unusable.
 pub fn ensure_request_id(h: &mut HeaderMap) -> HeaderValue {
-    if let Some(v) = h.get(&X_REQUEST_ID).filter(|v| !v.is_empty()) {
-        return v.clone();
-    }
+    // One hashed lookup for both the read and the write.
+    let entry = match h.entry(&X_REQUEST_ID) {
+        http::header::Entry::Occupied(e) if !e.get().is_empty() => return e.get().clone(),
+        e => e,
+    };
     let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     id.hyphenated().encode_lower(&mut buf);
@@ -309,7 +339,14 @@ pub fn ensure_request_id(h: &mut HeaderMap) -> HeaderValue {
     // allocation the first time it is cloned (the clone returned for the request record).
     let v = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
         .unwrap_or_else(|_| HeaderValue::from_static("-"));
-    h.insert(&X_REQUEST_ID, v.clone());
+    match entry {
+        http::header::Entry::Occupied(mut e) => {
+            e.insert(v.clone());
+        }
+        http::header::Entry::Vacant(e) => {
+            e.insert(v.clone());
+        }
+    }
     v
 }
 
@@ -413,8 +450,18 @@ mod tests {
     fn forwarded_and_request_id() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
-        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http");
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
+        h.append("x-forwarded-for", "10.0.0.2".parse().unwrap());
+        let ip = "127.0.0.1".parse().unwrap();
+        set_forwarded(&mut h, ip, &forwarded_for(ip), "http");
+        // The first field is extended; the map keeps one.
+        let all: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(all, ["10.0.0.1, 127.0.0.1"]);
+        // An empty one is replaced.
+        h.insert("x-forwarded-for", HeaderValue::from_static(""));
+        set_forwarded(&mut h, ip, &forwarded_for(ip), "http");
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        // An empty request id is replaced too.
+        h.insert("x-request-id", HeaderValue::from_static(""));
         let id = ensure_request_id(&mut h);
         assert_eq!(id.len(), 36);
         let text = id.to_str().unwrap();
@@ -437,7 +484,7 @@ mod tests {
         ] {
             let mut h = HeaderMap::new();
             let addr: IpAddr = ip.parse().unwrap();
-            set_forwarded(&mut h, addr, "https");
+            set_forwarded(&mut h, addr, &forwarded_for(addr), "https");
             assert_eq!(h["x-forwarded-for"], addr.to_string().as_str());
             assert_eq!(h["x-forwarded-proto"], "https");
         }

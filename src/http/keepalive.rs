@@ -455,6 +455,7 @@ mod tests {
             scheme: "http",
             sni: None,
             peer_cert: None,
+            forwarded_for: http::HeaderValue::from_static("127.0.0.1"),
         });
         let shared = round.clone();
         let task = tokio::spawn(async move {

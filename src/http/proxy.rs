@@ -71,6 +71,8 @@ pub struct ConnInfo {
     pub sni: Option<Arc<str>>,
     /// The verified client certificate of a mutual TLS connection.
     pub peer_cert: Option<Arc<Identity>>,
+    /// The client's `x-forwarded-for` element (`headers::forwarded_for`).
+    pub forwarded_for: HeaderValue,
 }
 
 /// The request body as the retry loop sees it.
@@ -445,7 +447,12 @@ impl Proxy {
                 HeaderValue::from_static("upgrade"),
             );
         }
-        headers::set_forwarded(&mut parts.headers, conn.client.ip(), conn.scheme);
+        headers::set_forwarded(
+            &mut parts.headers,
+            conn.client.ip(),
+            &conn.forwarded_for,
+            conn.scheme,
+        );
         headers::forward_client_cert(
             &mut parts.headers,
             self.forward_client_cert,

@@ -38,8 +38,22 @@ pub fn check(
         return Err(reject(StatusCode::URI_TOO_LONG, "request target too long"));
     }
     if version == Version::HTTP_11 || version == Version::HTTP_10 {
-        let te = headers.get_all(TRANSFER_ENCODING).iter().count();
-        let cl = headers.get_all(CONTENT_LENGTH).iter().count();
+        // One pass over the fields (a standard name compares as a number) instead of three
+        // hashed lookups; the first two Host fields are all it takes to judge them.
+        let (mut te, mut cl, mut hosts) = (0usize, 0usize, [None, None]);
+        let mut host_count = 0usize;
+        for (name, value) in headers {
+            if *name == TRANSFER_ENCODING {
+                te += 1;
+            } else if *name == CONTENT_LENGTH {
+                cl += 1;
+            } else if *name == HOST {
+                if let Some(slot) = hosts.get_mut(host_count) {
+                    *slot = Some(value.as_bytes());
+                }
+                host_count += 1;
+            }
+        }
         // A message with both is a smuggling attempt or a broken client: never guess.
         if te > 0 && cl > 0 {
             return Err(reject(
@@ -64,9 +78,7 @@ pub fn check(
                 ));
             }
         }
-        // The first two Host fields are all it takes to judge (no list to allocate).
-        let mut hosts = headers.get_all(HOST).iter().map(|v| v.as_bytes());
-        match (hosts.next(), hosts.next()) {
+        match (hosts[0], hosts[1]) {
             (None, _) if version == Version::HTTP_11 => {
                 return Err(reject(StatusCode::BAD_REQUEST, "missing host"));
             }

@@ -169,6 +169,7 @@ async fn handle(
                 scheme: "http",
                 sni: None,
                 peer_cert: None,
+                forwarded_for: crate::http::headers::forwarded_for(client.ip()),
             };
             let stream = nodelay::LateNoDelay::new(stream);
             server::serve(stream, ctx.proxy.clone(), conn, ctx.http, stop).await;

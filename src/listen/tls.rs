@@ -123,6 +123,7 @@ pub(super) async fn serve(
                 scheme: "https",
                 sni: hello.sni.map(Into::into),
                 peer_cert,
+                forwarded_for: crate::http::headers::forwarded_for(client.ip()),
             };
             server::serve(tls, ctx.proxy.clone(), conn, ctx.http, stop).await;
         }

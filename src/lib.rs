@@ -23,7 +23,8 @@
 //!   hyper reads checked by http::framing) -> http::proxy
 //!   -> route::RouteTable::lookup -> action: redirect | directResponse | forward
 //!   -> upstream::Cluster::pick -> upstream::pool (checkout) -> upstream::h1 (HTTP/1.1,
-//!   in the request's task) or hyper (HTTP/2, upgrades, streamed bodies) -> retry loop
+//!   in the request's task; for http::h1 the response's fields stay raw, no header map)
+//!   or hyper (HTTP/2, upgrades, streamed bodies) -> retry loop
 //!   -> response streamed back; metrics + access log when the body ends (http::log)
 //! ```
 //!

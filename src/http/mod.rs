@@ -10,6 +10,7 @@ pub mod headers;
 mod keepalive;
 mod log;
 pub mod mirror;
+pub(crate) mod names;
 pub mod proxy;
 pub mod respond;
 pub mod server;

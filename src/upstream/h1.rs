@@ -30,8 +30,9 @@ use tokio::net::TcpStream;
 
 use super::pool::EndpointPool;
 use crate::error::{ErrorKind, ProxyError};
-use crate::http::framing::{parse_decimal, push_decimal, trim, ConnTokens, Field};
+use crate::http::framing::{parse_decimal, push_decimal, trim, ConnTokens};
 use crate::http::headers::TraceContext;
+use crate::http::names::Field;
 
 /// Longest response head (or trailer block) accepted, as Envoy's default 60 KiB.
 const MAX_HEAD: usize = 64 * 1024;

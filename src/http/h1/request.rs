@@ -15,6 +15,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
 use crate::body::DownBody;
 use crate::http::framing::{parse_decimal, trim, ConnTokens};
+use crate::http::names;
 use crate::http::server::HttpLimits;
 
 /// Most header fields the fast path parses (Envoy's default count limit); a request with
@@ -64,7 +65,10 @@ pub(crate) fn parse(buf: &Bytes, limits: &HttpLimits, max_body: usize) -> Option
     let mut body_len: Option<u64> = None;
     let mut conn = ConnTokens::default();
     for f in head.headers.iter() {
-        let name = HeaderName::from_bytes(f.name.as_bytes()).ok()?;
+        let name = match names::known(f.name.as_bytes()) {
+            Some(n) => n,
+            None => HeaderName::from_bytes(f.name.as_bytes()).ok()?,
+        };
         if name == TRANSFER_ENCODING || name == UPGRADE || name == EXPECT {
             return None;
         }

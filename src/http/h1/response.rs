@@ -11,7 +11,8 @@ use http::response::Parts;
 use http::{HeaderMap, HeaderName, Method, StatusCode};
 use http_body::SizeHint;
 
-use crate::http::framing::{lowercase_token, parse_decimal, push_decimal, trim, ConnTokens, Field};
+use crate::http::framing::{parse_decimal, push_decimal, trim, ConnTokens};
+use crate::http::names::{lowercase_token, Field};
 use crate::upstream::h1::RawFields;
 
 /// How the body follows the head.

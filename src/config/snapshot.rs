@@ -4,11 +4,10 @@
 //!
 //! Depends on: `route`, `upstream`, `config::error`, rustls (server configs).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::error::ConfigError;
-use crate::route::{Forward, HostTable, RouteTable};
+use crate::route::{FastMap, Forward, HostTable, RouteTable};
 use crate::upstream::Cluster;
 
 /// What a listener serves.
@@ -116,11 +115,11 @@ pub struct Snapshot {
     /// Ports to serve, sorted.
     pub listeners: Vec<Listener>,
     /// Route table per plain HTTP listener port.
-    pub tables: HashMap<u16, RouteTable>,
+    pub tables: FastMap<u16, RouteTable>,
     /// TLS ports.
-    pub tls: HashMap<u16, TlsPort>,
+    pub tls: FastMap<u16, TlsPort>,
     /// TCP ports: routes in order; the first one is used.
-    pub tcp: HashMap<u16, Vec<L4Route>>,
+    pub tcp: FastMap<u16, Vec<L4Route>>,
     /// Clusters referenced by routes (indexes in `WeightedDestination::cluster`).
     pub clusters: Vec<Arc<Cluster>>,
     /// Problems that did not prevent serving.

@@ -4,9 +4,9 @@
 //! so it stays flat as the number of hosts grows. Keys are lowercased at compile time; the
 //! request host is lowercased into a stack buffer when needed.
 //!
-//! Depends on: std.
+//! Depends on: std, foldhash (through `FastMap`).
 
-use std::collections::HashMap;
+use super::FastMap;
 
 /// Longest host name we look up; longer names (invalid per RFC 1035) match only `*`.
 const MAX_HOST: usize = 255;
@@ -14,17 +14,17 @@ const MAX_HOST: usize = 255;
 /// A set of host patterns mapping to values.
 #[derive(Debug, Clone)]
 pub struct HostTable<T> {
-    exact: HashMap<Box<str>, T>,
+    exact: FastMap<Box<str>, T>,
     /// `*.example.com` is stored under `.example.com`.
-    suffix: HashMap<Box<str>, T>,
+    suffix: FastMap<Box<str>, T>,
     any: Option<T>,
 }
 
 impl<T> Default for HostTable<T> {
     fn default() -> Self {
         Self {
-            exact: HashMap::new(),
-            suffix: HashMap::new(),
+            exact: FastMap::default(),
+            suffix: FastMap::default(),
             any: None,
         }
     }

@@ -24,7 +24,7 @@ use crate::config::raw::RawSet;
 use crate::config::snapshot::{
     L4Route, Listener, ListenerKind, PortProtocol, Snapshot, TlsMode, TlsPort, TlsServer,
 };
-use crate::route::{intersect, RouteTable, VirtualHost};
+use crate::route::{intersect, FastMap, RouteTable, VirtualHost};
 use crate::tls::server::{Credentials, SessionCaches};
 use crate::upstream::Registry;
 use routes::CompiledRule;
@@ -286,9 +286,9 @@ pub fn compile(raw: &RawSet, opts: &CompileOptions<'_>) -> Result<Snapshot, Comp
     }
 
     let mut listeners = Vec::new();
-    let mut tables = HashMap::new();
-    let mut tls_ports = HashMap::new();
-    let mut tcp_ports = HashMap::new();
+    let mut tables = FastMap::default();
+    let mut tls_ports = FastMap::default();
+    let mut tcp_ports = FastMap::default();
     let mut caches = SessionCaches::default();
     for (port, (class, servers)) in &ports {
         match class {

@@ -31,6 +31,10 @@
 //! Layering: `route`, `error`, `upstream::balance` are pure leaves; `config` compiles into
 //! `route`/`upstream` types and nothing outside `config` sees the raw Istio types.
 
+// No unsafe code in the library; the one exception in the package is the binary's
+// allocator shim (src/allocator.rs).
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod analyze;
 pub mod app;

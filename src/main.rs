@@ -11,11 +11,14 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use meshgate::config::{self, AccessLog, Bootstrap, CompileOptions};
 
+#[cfg(feature = "mimalloc")]
+mod allocator;
+
 /// mimalloc: glibc's allocator was 15% of the instructions per proxied request (callgrind,
 /// `benches/profile.sh`); the hot path allocates and frees small objects on one thread.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: allocator::MiMalloc = allocator::MiMalloc;
 
 /// A standalone ingress/egress gateway that speaks Istio's networking API.
 #[derive(Debug, Parser)]

@@ -385,36 +385,30 @@ mod tests {
         );
         assert_eq!(plan.framing, Framing::Length(2));
         // Unknown size: the raw length frames it; a raw Trailer announces trailers.
-        let raw = RawFields::parse(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n");
-        let mut dst = Vec::new();
-        let shape = BodyShape {
-            empty: false,
-            exact: None,
+        let unknown_size = |wire: &'static [u8]| {
+            let mut dst = Vec::new();
+            let shape = BodyShape {
+                empty: false,
+                exact: None,
+            };
+            let raw = RawFields::parse(wire);
+            let plan = encode(
+                &mut dst,
+                &head(200, &[]),
+                Some(&raw),
+                &Method::GET,
+                shape,
+                false,
+            );
+            (String::from_utf8(dst).unwrap(), plan)
         };
-        let plan = encode(
-            &mut dst,
-            &head(200, &[]),
-            Some(&raw),
-            &Method::GET,
-            shape,
-            false,
-        );
+        let (_, plan) = unknown_size(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n");
         assert_eq!(plan.framing, Framing::Length(9));
-        let raw = RawFields::parse(b"HTTP/1.1 200 OK\r\nTrailer: X-Sum\r\n\r\n");
-        let mut dst = Vec::new();
-        let plan = encode(
-            &mut dst,
-            &head(200, &[]),
-            Some(&raw),
-            &Method::GET,
-            shape,
-            false,
-        );
+        let (text, plan) = unknown_size(b"HTTP/1.1 200 OK\r\nTrailer: X-Sum\r\n\r\n");
         assert_eq!(
             plan.framing,
             Framing::Chunked(vec![HeaderName::from_static("x-sum")])
         );
-        let text = String::from_utf8(dst).unwrap();
         assert!(text.contains("\r\ntrailer: X-Sum\r\n"), "{text}");
     }
 

@@ -91,21 +91,34 @@ fn eq_words<const W: usize>(name: &[u8], lower: &[u8]) -> bool {
 }
 
 /// Lowercase token bytes in place, a word at a time (`make_ascii_lowercase` goes byte by
-/// byte).
+/// byte); lowercasing twice changes nothing, so the last word may overlap the one before.
 pub(crate) fn lowercase_token(s: &mut [u8]) {
-    let mut chunks = s.chunks_exact_mut(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        let v = u64::from_le_bytes(w);
-        // Per byte (all below 0x80 in a token): the high bit of `v + (0x80 - b'A')` is set
-        // from `A` up, that of `v + (0x7f - b'Z')` from past `Z`; their difference marks
-        // the capitals, and bit 5 of each makes it lowercase.
-        let upper =
-            (v + 0x3f3f_3f3f_3f3f_3f3f) & !(v + 0x2525_2525_2525_2525) & 0x8080_8080_8080_8080;
-        c.copy_from_slice(&(v | (upper >> 2)).to_le_bytes());
+    let n = s.len();
+    if n >= 8 {
+        let mut at = 0;
+        while at + 8 < n {
+            lower_word::<8>(s, at);
+            at += 8;
+        }
+        lower_word::<8>(s, n - 8);
+    } else if n >= 4 {
+        lower_word::<4>(s, 0);
+        lower_word::<4>(s, n - 4);
+    } else {
+        s.make_ascii_lowercase();
     }
-    chunks.into_remainder().make_ascii_lowercase();
+}
+
+/// Lowercase the `W` token bytes of `s` from `at`.
+#[inline(always)]
+fn lower_word<const W: usize>(s: &mut [u8], at: usize) {
+    let v = word::<W>(s, at);
+    // Per byte (all below 0x80 in a token): the high bit of `v + (0x80 - b'A')` is set
+    // from `A` up, that of `v + (0x7f - b'Z')` from past `Z`; their difference marks the
+    // capitals, and bit 5 of each makes it lowercase. Zero bytes past `W` stay zero.
+    let upper = (v + 0x3f3f_3f3f_3f3f_3f3f) & !(v + 0x2525_2525_2525_2525) & 0x8080_8080_8080_8080;
+    let lowered = (v | (upper >> 2)).to_le_bytes();
+    s[at..at + W].copy_from_slice(&lowered[..W]);
 }
 
 /// The `HeaderName` for `name` (a token, as parsers have checked) when it is one of the

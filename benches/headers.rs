@@ -42,7 +42,7 @@ fn set_forwarded_first_hop(b: Bencher) {
     let ip: IpAddr = "10.1.2.3".parse().unwrap_or(IpAddr::from([10, 1, 2, 3]));
     let element = headers::forwarded_for(ip);
     b.with_inputs(HeaderMap::new).bench_local_values(|mut h| {
-        headers::set_forwarded(&mut h, ip, &element, "http");
+        headers::set_forwarded(&mut h, &element, "http");
         black_box(h)
     });
 }

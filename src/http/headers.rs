@@ -109,13 +109,8 @@ pub fn upgrade_request(h: &HeaderMap, version: http::Version) -> Option<HeaderVa
 /// The client address as an `x-forwarded-for` element, made once per connection: every
 /// request on it then adds a shared value instead of formatting and allocating its own.
 pub fn forwarded_for(client: IpAddr) -> HeaderValue {
-    let mut value = String::with_capacity(15);
-    push_ip(&mut value, client);
-    HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
-}
-
-fn push_ip(value: &mut String, client: IpAddr) {
     use std::fmt::Write as _;
+    let mut value = String::with_capacity(15);
     match client {
         // `Display` for an address goes through the formatting machinery; dotted quads are
         // simple enough to write directly.
@@ -124,33 +119,28 @@ fn push_ip(value: &mut String, client: IpAddr) {
                 if i > 0 {
                     value.push('.');
                 }
-                push_u8(value, octet);
+                push_u8(&mut value, octet);
             }
         }
         IpAddr::V6(_) => {
             let _ = write!(value, "{client}");
         }
     }
+    HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-/// Append the client (`forwarded_for`'s value for `client`) to `x-forwarded-for` and set
+/// Append the client's `element` (`forwarded_for`) to `x-forwarded-for` and set
 /// `x-forwarded-proto`.
-pub fn set_forwarded(
-    h: &mut HeaderMap,
-    client: IpAddr,
-    element: &HeaderValue,
-    scheme: &'static str,
-) {
+pub fn set_forwarded(h: &mut HeaderMap, element: &HeaderValue, scheme: &'static str) {
     // One hashed lookup for both the read and the write.
     match h.entry(&X_FORWARDED_FOR) {
         http::header::Entry::Occupied(mut e) => {
-            let joined = e.get().to_str().ok().filter(|p| !p.is_empty()).map(|prev| {
-                let mut value = String::with_capacity(prev.len() + 2 + 39);
-                value.push_str(prev);
-                value.push_str(", ");
-                push_ip(&mut value, client);
-                value
-            });
+            let joined = e
+                .get()
+                .to_str()
+                .ok()
+                .filter(|p| !p.is_empty())
+                .map(|prev| [prev.as_bytes(), b", ", element.as_bytes()].concat());
             match joined.map(HeaderValue::try_from) {
                 Some(Ok(v)) => {
                     e.insert(v);
@@ -470,13 +460,13 @@ mod tests {
         h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
         h.append("x-forwarded-for", "10.0.0.2".parse().unwrap());
         let ip = "127.0.0.1".parse().unwrap();
-        set_forwarded(&mut h, ip, &forwarded_for(ip), "http");
+        set_forwarded(&mut h, &forwarded_for(ip), "http");
         // The first field is extended; the map keeps one.
         let all: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
         assert_eq!(all, ["10.0.0.1, 127.0.0.1"]);
         // An empty one is replaced.
         h.insert("x-forwarded-for", HeaderValue::from_static(""));
-        set_forwarded(&mut h, ip, &forwarded_for(ip), "http");
+        set_forwarded(&mut h, &forwarded_for(ip), "http");
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         // An empty request id is replaced too.
         h.insert("x-request-id", HeaderValue::from_static(""));
@@ -507,7 +497,7 @@ mod tests {
         ] {
             let mut h = HeaderMap::new();
             let addr: IpAddr = ip.parse().unwrap();
-            set_forwarded(&mut h, addr, &forwarded_for(addr), "https");
+            set_forwarded(&mut h, &forwarded_for(addr), "https");
             assert_eq!(h["x-forwarded-for"], addr.to_string().as_str());
             assert_eq!(h["x-forwarded-proto"], "https");
         }

@@ -447,12 +447,7 @@ impl Proxy {
                 HeaderValue::from_static("upgrade"),
             );
         }
-        headers::set_forwarded(
-            &mut parts.headers,
-            conn.client.ip(),
-            &conn.forwarded_for,
-            conn.scheme,
-        );
+        headers::set_forwarded(&mut parts.headers, &conn.forwarded_for, conn.scheme);
         headers::forward_client_cert(
             &mut parts.headers,
             self.forward_client_cert,

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -413,35 +413,35 @@ impl H1Conn {
             let mut parts = http::Response::new(()).into_parts().0;
             parts.status = status;
             parts.version = version;
-            let (fields, (framing, mut keep_alive)) = if raw && !conn.other && !rare_hop {
+            // The framing, from the offsets whichever form the fields take.
+            let (framing, mut keep_alive) = framing(
+                method,
+                status,
+                version,
+                transfer_encoding.map(|(vs, ve)| &raw_head[vs as usize..ve as usize]),
+                // Most heads have one length or none: no second pass for those.
+                length
+                    .filter(|_| lengths == 1)
+                    .into_iter()
+                    .chain(
+                        self.idx[..if lengths > 1 { self.idx.len() } else { 0 }]
+                            .iter()
+                            .filter(|&&(ns, ne, _, _)| {
+                                Field::of(&raw_head[ns as usize..ne as usize])
+                                    == Field::ContentLength
+                            })
+                            .map(|&(_, _, vs, ve)| (vs, ve)),
+                    )
+                    .map(|(vs, ve)| &raw_head[vs as usize..ve as usize]),
+                conn.keep_alive,
+            )?;
+            let fields = if raw && !conn.other && !rare_hop {
                 let mut idx = Vec::with_capacity(self.idx.len());
                 idx.extend(self.idx.iter().enumerate().filter(passed).map(|(_, f)| *f));
-                let f = framing(
-                    method,
-                    status,
-                    version,
-                    transfer_encoding.map(|(vs, ve)| &raw_head[vs as usize..ve as usize]),
-                    // Most heads have one length or none: no second pass for those.
-                    length
-                        .filter(|_| lengths == 1)
-                        .into_iter()
-                        .chain(
-                            idx[..if lengths > 1 { idx.len() } else { 0 }]
-                                .iter()
-                                .filter(|&&(ns, ne, _, _)| {
-                                    Field::of(&raw_head[ns as usize..ne as usize])
-                                        == Field::ContentLength
-                                })
-                                .map(|&(_, _, vs, ve)| (vs, ve)),
-                        )
-                        .map(|(vs, ve)| &raw_head[vs as usize..ve as usize]),
-                    conn.keep_alive,
-                )?;
-                let fields = RawFields {
+                Some(RawFields {
                     head: raw_head,
                     idx,
-                };
-                (Some(fields), f)
+                })
             } else {
                 let mut headers = HeaderMap::with_capacity(self.idx.len());
                 for (_, &(ns, ne, vs, ve)) in self.idx.iter().enumerate().filter(passed) {
@@ -452,23 +452,8 @@ impl H1Conn {
                         .map_err(|_| protocol("invalid upstream header value"))?;
                     headers.append(name, value);
                 }
-                let f = framing(
-                    method,
-                    status,
-                    version,
-                    headers
-                        .get_all(TRANSFER_ENCODING)
-                        .iter()
-                        .next_back()
-                        .map(HeaderValue::as_bytes),
-                    headers
-                        .get_all(CONTENT_LENGTH)
-                        .iter()
-                        .map(HeaderValue::as_bytes),
-                    conn.keep_alive,
-                )?;
                 parts.headers = headers;
-                (None, f)
+                None
             };
             if conn.close {
                 keep_alive = false;
@@ -869,6 +854,7 @@ pub async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::TRANSFER_ENCODING;
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -7,6 +7,7 @@
 #   benches/profile.sh              # prints instructions/request; keeps the larger profile
 #   N1=2000 N2=12000 benches/profile.sh
 #   MODE=h2 benches/profile.sh      # HTTP/2 (h2c), h2load 10 connections x 10 streams
+#   MESHGATE_BIN=path benches/profile.sh   # profile another build (an A/B of build settings)
 #   MODE=close benches/profile.sh   # HTTP/1.1, a new connection per request (wrk for S1=2 and
 #                                   # S2=8 seconds; the request counts come from wrk)
 #   callgrind_annotate --inclusive=yes target/profile/callgrind.big | head -60
@@ -79,7 +80,7 @@ trap 'kill $ngx 2>/dev/null || true' EXIT
 run() { # $1 = requests (seconds for MODE=close), $2 = output name; prints requests and total instructions
   local pid n
   TOKIO_WORKER_THREADS=1 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.$2" \
-    target/release/meshgate --config "$out/config" --admin "127.0.0.1:$admin" \
+    "${MESHGATE_BIN:-target/release/meshgate}" --config "$out/config" --admin "127.0.0.1:$admin" \
     --bind-address 127.0.0.1 --drain-delay 0s --drain-timeout 1s >"$out/meshgate.$2.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 300); do

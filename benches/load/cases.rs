@@ -15,7 +15,7 @@ use crate::sample;
 use crate::systems::{self, Running, System};
 use crate::Bench;
 
-/// HTTP/1.1 connections for wrk (and h2load `--h1`).
+/// HTTP/1.1 connections for wrk.
 pub const H1_CONNS: u32 = 50;
 /// HTTP/2 connections.
 pub const H2_CLIENTS: u32 = 10;
@@ -191,7 +191,6 @@ impl Case {
                 H2Load {
                     clients: H2_CLIENTS,
                     streams: H2_STREAMS,
-                    h1: false,
                     rate: None,
                 },
                 secs,
@@ -201,7 +200,8 @@ impl Case {
         }
     }
 
-    /// One constant-rate run at `rate` requests/s (h2load, `--h1` for HTTP/1.1 cases).
+    /// One run at `rate` requests/s: wrk paced with random think times for HTTP/1.1 (spread
+    /// arrivals), h2load `--rps` for HTTP/2 (each client's requests in bursts).
     fn at_rate(
         &self,
         b: &Bench,
@@ -211,21 +211,17 @@ impl Case {
         secs: u64,
     ) -> Result<Run, String> {
         let t = self.target(r, host);
-        let how = match self.load {
-            Load::H2 => H2Load {
-                clients: H2_CLIENTS,
-                streams: H2_STREAMS,
-                h1: false,
-                rate: Some(rate),
-            },
-            Load::Wrk { .. } => H2Load {
-                clients: H1_CONNS,
-                streams: 1,
-                h1: true,
-                rate: Some(rate),
-            },
-        };
-        loadgen::h2load(&t, how, secs, b.load_core, &b.root)
+        match self.load {
+            Load::H2 => {
+                let how = H2Load {
+                    clients: H2_CLIENTS,
+                    streams: H2_STREAMS,
+                    rate: Some(rate),
+                };
+                loadgen::h2load(&t, how, secs, b.load_core, &b.root)
+            }
+            Load::Wrk { .. } => loadgen::wrk_paced(&t, H1_CONNS, rate, secs, b.load_core, &b.root),
+        }
     }
 }
 

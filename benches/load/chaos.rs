@@ -30,7 +30,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
 use crate::cases::first_line;
-use crate::loadgen::{self, Probe, Target};
+use crate::loadgen::{self, Probe, Target, Wrk};
 use crate::peers::HOST;
 use crate::procs::{self, Proc};
 use crate::report::{CaseResult, ChaosLine, Row, RowStatus};
@@ -252,7 +252,14 @@ fn kill_backend(b: &Bench, secs: u64) -> Result<ChaosLine, String> {
         host: HOST.into(),
         path: "/",
     };
-    let wrk = loadgen::wrk_spawn(&target, 20, false, secs, b.load_core, &dir, "chaos-kill")?;
+    let wrk = loadgen::wrk_spawn(
+        &target,
+        Wrk::saturate(20, false),
+        secs,
+        b.load_core,
+        &dir,
+        "chaos-kill",
+    )?;
     let third = Duration::from_secs_f64(secs as f64 / 3.0);
     std::thread::sleep(third);
     let before = victim.served.load(Ordering::Relaxed);
@@ -305,7 +312,14 @@ fn sigterm(b: &Bench) -> Result<ChaosLine, String> {
         host: HOST.into(),
         path: "/",
     };
-    let wrk = loadgen::wrk_spawn(&target, 20, false, 3, b.load_core, &dir, "chaos-sigterm")?;
+    let wrk = loadgen::wrk_spawn(
+        &target,
+        Wrk::saturate(20, false),
+        3,
+        b.load_core,
+        &dir,
+        "chaos-sigterm",
+    )?;
     std::thread::sleep(Duration::from_millis(500));
     // Connect the slow clients first, so that each request is in flight, not queued.
     let mut probes = Vec::new();

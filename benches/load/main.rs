@@ -252,7 +252,7 @@ fn method(s: &Settings, cores: usize, filters: &[String]) -> String {
         format!("cases: {}", filters.join(" "))
     };
     format!(
-        "{} run ({which}); per case and system {} s warm-up, then {} measured run(s) of {} s rotating the systems' order, then {} s at a constant 50% of the slowest proxy's saturation (h2load --rps) where shown; one worker per proxy; {pin}",
+        "{} run ({which}); per case and system {} s warm-up, then {} measured run(s) of {} s rotating the systems' order, then {} s at 50% of the slowest proxy's saturation where shown (HTTP/1.1: wrk, each connection pacing itself with a random think time; HTTP/2: h2load --rps, whose clients send in bursts); one worker per proxy; {pin}",
         if s.quick { "quick (LOAD_QUICK=1)" } else { "full" },
         s.warmup_secs,
         s.runs,

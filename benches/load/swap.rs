@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::cases::first_line;
-use crate::loadgen::{self, Probe, Target};
+use crate::loadgen::{self, Probe, Target, Wrk};
 use crate::peers::HOST;
 use crate::report::{CaseResult, Row, RowStatus, SwapResult};
 use crate::sample;
@@ -107,8 +107,22 @@ fn storm(b: &Bench, swaps: usize) -> Result<SwapResult, String> {
         path: "/api/1k",
     };
     let started = Instant::now();
-    let keep = loadgen::wrk_spawn(&target, 40, false, 600, b.load_core, &b.root, "swap-keep")?;
-    let close = loadgen::wrk_spawn(&target, 10, true, 600, b.load_core, &b.root, "swap-close")?;
+    let keep = loadgen::wrk_spawn(
+        &target,
+        Wrk::saturate(40, false),
+        600,
+        b.load_core,
+        &b.root,
+        "swap-keep",
+    )?;
+    let close = loadgen::wrk_spawn(
+        &target,
+        Wrk::saturate(10, true),
+        600,
+        b.load_core,
+        &b.root,
+        "swap-close",
+    )?;
     std::thread::sleep(Duration::from_millis(500));
 
     let mut latencies: Vec<f64> = Vec::new();

@@ -820,13 +820,10 @@ impl Http1Gateway {
             peer_cert: None,
             forwarded_for: http::HeaderValue::from_static("192.0.2.1"),
         };
-        let served = tokio::spawn(server::serve(
-            io,
-            self.proxy.clone(),
-            conn,
-            self.settings,
-            stop.clone(),
-        ));
+        let served = tokio::spawn({
+            let (proxy, settings, stop) = (self.proxy.clone(), self.settings, stop.clone());
+            async move { server::serve(io, proxy, conn, settings, &stop).await }
+        });
         let (mut rd, mut wr) = tokio::io::split(client);
         let quiet = tokio::sync::Notify::new();
         let write = async {

@@ -366,17 +366,33 @@ pub(crate) struct ConnTokens {
 }
 
 impl ConnTokens {
-    /// Note the tokens of one `Connection` field value.
-    pub(crate) fn note(&mut self, value: &[u8]) {
+    /// Note the tokens of one `Connection` field value; true when it holds only `close`
+    /// and `keep-alive` (nothing a proxy strips by name or hands over).
+    pub(crate) fn note(&mut self, value: &[u8]) -> bool {
+        // The values nearly every message carries, without the split and trims (called for
+        // a request and for its upstream response).
+        if value.eq_ignore_ascii_case(b"keep-alive") {
+            self.keep_alive = true;
+            return true;
+        }
+        if value.eq_ignore_ascii_case(b"close") {
+            self.close = true;
+            return true;
+        }
+        let mut plain = true;
         for t in value.split(|&b| b == b',').map(trim) {
             if t.eq_ignore_ascii_case(b"close") {
                 self.close = true;
             } else if t.eq_ignore_ascii_case(b"keep-alive") {
                 self.keep_alive = true;
-            } else if !t.is_empty() && !t.eq_ignore_ascii_case(b"upgrade") {
-                self.other = true;
+            } else if !t.is_empty() {
+                plain = false;
+                if !t.eq_ignore_ascii_case(b"upgrade") {
+                    self.other = true;
+                }
             }
         }
+        plain
     }
 
     /// The tokens of every `Connection` field value in `values`.

@@ -171,7 +171,9 @@ pub(super) async fn serve<I, S>(
 {
     let cancelled = stop.cancelled();
     tokio::pin!(cancelled);
-    let timer = tokio::time::sleep(idle);
+    // Made when a wait first finds no bytes: a connection whose every read finds its
+    // bytes waiting (one request per connection, typically) never makes one.
+    let timer: Option<tokio::time::Sleep> = None;
     tokio::pin!(timer);
     // The fast path's last burst ended with the connection at rest for this long already.
     let mut rested = Duration::ZERO;
@@ -254,7 +256,7 @@ async fn fast_burst<I: AsyncRead + AsyncWrite + Unpin>(
     conn: &ConnInfo,
     stop: &CancellationToken,
     rest: Duration,
-    mut timer: Pin<&mut tokio::time::Sleep>,
+    mut timer: Pin<&mut Option<tokio::time::Sleep>>,
     mut cancelled: Pin<&mut (impl Future<Output = ()> + Send)>,
 ) -> Burst {
     loop {
@@ -291,7 +293,7 @@ pub(super) async fn next_bytes<I: AsyncRead + Unpin>(
     idle: Duration,
     cancelled: Pin<&mut (impl Future<Output = ()> + Send)>,
 ) -> bool {
-    let timer = tokio::time::sleep(idle);
+    let timer: Option<tokio::time::Sleep> = None;
     tokio::pin!(timer);
     match wait_bytes(io, timer, idle, cancelled).await {
         Waited::Bytes => true,
@@ -305,13 +307,14 @@ pub(super) async fn next_bytes<I: AsyncRead + Unpin>(
 
 /// A wait for the next bytes with a timer the caller keeps across waits: re-arming a
 /// registered timer to a later deadline is one atomic update, where a new one is a
-/// timer-wheel insertion and removal per request. The timer is armed only once a read finds
-/// nothing: bytes already there (a new connection's first request, usually) then cost no
-/// insertion and no wake-up of the runtime's driver, which tokio unparks (an eventfd write)
-/// whenever a timer is registered earlier than its next wake-up.
+/// timer-wheel insertion and removal per request. The timer is made (on first use) and armed
+/// only once a read finds nothing: bytes already there (a new connection's first request,
+/// usually) then cost no timer, no insertion and no wake-up of the runtime's driver, which
+/// tokio unparks (an eventfd write) whenever a timer is registered earlier than its next
+/// wake-up.
 async fn wait_bytes<I: AsyncRead + Unpin>(
     io: &mut Guarded<I>,
-    mut timer: Pin<&mut tokio::time::Sleep>,
+    mut timer: Pin<&mut Option<tokio::time::Sleep>>,
     wait: Duration,
     mut cancelled: Pin<&mut (impl Future<Output = ()> + Send)>,
 ) -> Waited {
@@ -329,9 +332,16 @@ async fn wait_bytes<I: AsyncRead + Unpin>(
         }
         if !armed {
             armed = true;
-            timer.as_mut().reset(tokio::time::Instant::now() + wait);
+            let deadline = tokio::time::Instant::now() + wait;
+            match timer.as_mut().as_pin_mut() {
+                Some(t) => t.reset(deadline),
+                None => timer.set(Some(tokio::time::sleep_until(deadline))),
+            }
         }
-        timer.as_mut().poll(cx).map(|()| Waited::TimedOut)
+        match timer.as_mut().as_pin_mut() {
+            Some(t) => t.poll(cx).map(|()| Waited::TimedOut),
+            None => Poll::Pending,
+        }
     })
     .await
 }

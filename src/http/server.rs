@@ -84,7 +84,7 @@ pub async fn serve<I>(
     proxy: Arc<Proxy>,
     conn: ConnInfo,
     settings: ServerSettings,
-    stop: CancellationToken,
+    stop: &CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -142,7 +142,7 @@ pub async fn serve<I>(
             proxy: fast_proxy,
             limits,
         });
-        keepalive::serve(io, service, builder, &round, fast.as_ref(), idle, &stop).await;
+        keepalive::serve(io, service, builder, &round, fast.as_ref(), idle, stop).await;
         return;
     }
     // Boxed: its state would otherwise size the task of every HTTP/1 connection too.
@@ -155,7 +155,7 @@ async fn serve_h2<I>(
     proxy: Arc<Proxy>,
     conn: ConnInfo,
     limits: HttpLimits,
-    stop: CancellationToken,
+    stop: &CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -82,6 +82,9 @@ pub async fn accept_loop(
     // without touching it, and the loop checks the token itself each turn.
     let cancelled = stop.cancelled();
     tokio::pin!(cancelled);
+    // Shared by the connections through an `Arc`: cloning the token itself takes a lock
+    // (and dropping it another), once per connection.
+    let shared = Arc::new(stop.clone());
     loop {
         if stop.is_cancelled() {
             return;
@@ -114,7 +117,7 @@ pub async fn accept_loop(
         active.inc();
         let span = tracing::debug_span!("conn", client.addr = %client, server.addr = ?local, listener.port = port);
         let ctx = ctx.clone();
-        let stop = stop.clone();
+        let stop = shared.clone();
         // Boxed: the task then holds a pointer, not the connection's whole future state
         // (kilobytes), which tokio would otherwise copy as it spawns, binds and finishes the
         // task.
@@ -152,7 +155,7 @@ async fn handle(
     client: SocketAddr,
     port: u16,
     ctx: Arc<Ctx>,
-    stop: CancellationToken,
+    stop: Arc<CancellationToken>,
 ) {
     let protocol = ctx.proxy.store.load().listener(port).map(|l| l.protocol);
     if protocol != Some(PortProtocol::Http) {
@@ -172,11 +175,11 @@ async fn handle(
                 forwarded_for: crate::http::headers::forwarded_for(client.ip()),
             };
             let stream = nodelay::LateNoDelay::new(stream);
-            server::serve(stream, ctx.proxy.clone(), conn, ctx.http, stop).await;
+            server::serve(stream, ctx.proxy.clone(), conn, ctx.http, &stop).await;
         }
         // Boxed, as is the TCP proxy: their state would otherwise size the task of every
         // plain HTTP connection too.
-        Some(PortProtocol::Tls) => pin_boxed!(tls::serve(stream, client, port, ctx, stop)).await,
+        Some(PortProtocol::Tls) => pin_boxed!(tls::serve(stream, client, port, ctx, &stop)).await,
         Some(PortProtocol::Tcp) => {
             let snap = ctx.proxy.store.load();
             match snap.tcp.get(&port).and_then(|r| r.first()) {

@@ -31,7 +31,7 @@ pub(super) async fn serve(
     client: SocketAddr,
     port: u16,
     ctx: Arc<Ctx>,
-    stop: CancellationToken,
+    stop: &CancellationToken,
 ) {
     let label = port.to_string();
     let reject = |reason: &str| {

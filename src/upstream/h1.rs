@@ -870,12 +870,17 @@ mod tests {
     #[test]
     fn connection_tokens_tell_close_keep_alive_and_named_fields() {
         let mut c = ConnTokens::default();
-        c.note(b"Keep-Alive, Upgrade");
+        // `upgrade` is not plain: the request must keep its `Connection` for the handover.
+        assert!(!c.note(b"Keep-Alive, Upgrade"));
         assert!(c.keep_alive && !c.close && !c.other);
-        c.note(b" close ,");
+        assert!(c.note(b" close ,"));
         assert!(c.close && !c.other);
-        c.note(b"x-private");
+        assert!(!c.note(b"x-private"));
         assert!(c.other);
+        // The one-token values take a shortcut, still case-insensitive.
+        let mut c = ConnTokens::default();
+        assert!(c.note(b"Keep-Alive") && c.keep_alive && !c.close);
+        assert!(c.note(b"CLOSE") && c.close && !c.other);
     }
 
     #[test]

@@ -77,8 +77,12 @@ pub(crate) fn parse(buf: &Bytes, limits: &HttpLimits, max_body: usize) -> Option
                 return None;
             }
             body_len = Some(parse_decimal(trim(f.value))?);
-        } else if name == CONNECTION {
-            conn.note(f.value);
+        } else if name == CONNECTION && conn.note(f.value) {
+            // Only `close` and `keep-alive`: hop-by-hop, stripped before forwarding anyway,
+            // and, as in Envoy (which cleans them before routing), nothing for a route to
+            // match. Left out of the map, neither the insertion nor the strip's search of
+            // its tokens is paid (a browser sends `keep-alive` on every request).
+            continue;
         }
         let value = HeaderValue::from_maybe_shared(buf.slice_ref(f.value)).ok()?;
         headers.append(name, value);
@@ -146,6 +150,20 @@ mod tests {
         let p = parse_str("GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Close\r\n\r\n")
             .unwrap_or_else(|| panic!("not parsed"));
         assert!(p.close);
+        // Nothing left to strip: the field is not in the map.
+        assert!(p.req.headers().get("connection").is_none());
+    }
+
+    #[test]
+    fn a_connection_field_naming_other_fields_stays_for_the_strip() {
+        let p =
+            parse_str("GET / HTTP/1.1\r\nHost: h\r\nConnection: close, x-hop\r\nX-Hop: 1\r\n\r\n")
+                .unwrap_or_else(|| panic!("not parsed"));
+        assert!(p.close);
+        assert_eq!(
+            p.req.headers().get("connection").map(|v| v.as_bytes()),
+            Some(&b"close, x-hop"[..])
+        );
     }
 
     #[test]

@@ -10,6 +10,8 @@
 #   MESHGATE_BIN=path benches/profile.sh   # profile another build (an A/B of build settings)
 #   MODE=close benches/profile.sh   # HTTP/1.1, a new connection per request (wrk for S1=2 and
 #                                   # S2=8 seconds; the request counts come from wrk)
+#   CALLGRIND_ARGS=--cache-sim=yes benches/profile.sh   # also simulated cache misses (D1mr,
+#                                   # DLmr...: callgrind_annotate --show=Ir,D1mr,DLmr ...)
 #   callgrind_annotate --inclusive=yes target/profile/callgrind.big | head -60
 #
 # Needs valgrind, nginx and h2load (apt-get install valgrind nginx nghttp2-client), and wrk for
@@ -79,7 +81,8 @@ trap 'kill $ngx 2>/dev/null || true' EXIT
 
 run() { # $1 = requests (seconds for MODE=close), $2 = output name; prints requests and total instructions
   local pid n
-  TOKIO_WORKER_THREADS=1 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.$2" \
+  # shellcheck disable=SC2086 # CALLGRIND_ARGS is a list of options
+  TOKIO_WORKER_THREADS=1 RUST_LOG=warn valgrind --tool=callgrind ${CALLGRIND_ARGS:-} --callgrind-out-file="$out/callgrind.$2" \
     "${MESHGATE_BIN:-target/release/meshgate}" --config "$out/config" --admin "127.0.0.1:$admin" \
     --bind-address 127.0.0.1 --drain-delay 0s --drain-timeout 1s >"$out/meshgate.$2.log" 2>&1 &
   pid=$!

@@ -152,13 +152,42 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
     }
 }
 
+/// What hyper needs to serve rounds on a connection. Made on the first request the fast path
+/// leaves to hyper: a connection the fast path serves throughout never allocates it.
+pub(super) struct HyperSide<S> {
+    /// The connection's state shared with its service.
+    pub(super) round: Arc<Round>,
+    /// The service hyper hands the connection's requests to.
+    pub(super) service: S,
+    /// hyper's connection settings.
+    pub(super) builder: http1::Builder,
+}
+
+/// A connection's side that serves requests the fast path leaves alone: not yet made, or
+/// made.
+enum Side<S, M> {
+    /// Only the fast path has served so far; `M` makes the hyper side from the `ConnInfo`.
+    Plain(ConnInfo, M),
+    /// hyper has served at least one round.
+    Hyper(HyperSide<S>),
+}
+
+impl<S, M> Side<S, M> {
+    fn conn(&self) -> &ConnInfo {
+        match self {
+            Side::Plain(conn, _) => conn,
+            Side::Hyper(h) => &h.round.conn,
+        }
+    }
+}
+
 /// Serve HTTP/1.1 rounds on `io` (which holds the first request bytes) until the client
-/// closes, stays silent for `idle` once parked, or `stop` fires.
-pub(super) async fn serve<I, S>(
+/// closes, stays silent for `idle` once parked, or `stop` fires. `make_hyper` makes what
+/// hyper needs the first time a request is left to it.
+pub(super) async fn serve<I, S, M>(
     mut io: Guarded<I>,
-    mut service: S,
-    builder: http1::Builder,
-    round: &Round,
+    conn: ConnInfo,
+    make_hyper: M,
     fast: Option<&Fast>,
     idle: Duration,
     stop: &CancellationToken,
@@ -168,7 +197,9 @@ pub(super) async fn serve<I, S>(
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S::ResBody: 'static,
     <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    M: FnOnce(ConnInfo) -> HyperSide<S>,
 {
+    let mut side = Side::Plain(conn, make_hyper);
     let cancelled = stop.cancelled();
     tokio::pin!(cancelled);
     // Made when a wait first finds no bytes: a connection whose every read finds its
@@ -205,7 +236,7 @@ pub(super) async fn serve<I, S>(
             let burst = pin_boxed!(fast_burst(
                 fast,
                 &mut io,
-                &round.conn,
+                side.conn(),
                 stop,
                 rest,
                 timer.as_mut(),
@@ -223,17 +254,37 @@ pub(super) async fn serve<I, S>(
                 Burst::Hyper => {}
             }
         }
+        let HyperSide {
+            round,
+            service,
+            builder,
+        } = match side {
+            Side::Plain(conn, make) => {
+                let h = make(conn);
+                io.report_rest(h.round.rest_flag());
+                h
+            }
+            Side::Hyper(h) => h,
+        };
         // Boxed: the task of a parked connection then holds none of hyper's state.
         let ended = pin_boxed!(serve_round(
             io,
             service,
             &builder,
-            round,
+            &round,
             stop,
             cancelled.as_mut(),
-        ));
-        match ended.await {
-            Some((back, svc)) => (io, service) = (back, svc),
+        ))
+        .await;
+        match ended {
+            Some((back, service)) => {
+                io = back;
+                side = Side::Hyper(HyperSide {
+                    round,
+                    service,
+                    builder,
+                });
+            }
             None => return,
         }
     }
@@ -471,7 +522,6 @@ mod tests {
         let task = tokio::spawn(async move {
             let round = shared;
             let mut io = Guarded::new(server);
-            io.report_rest(round.rest_flag());
             let stop = CancellationToken::new();
             if !next_bytes(&mut io, HEADER_TIMEOUT, std::pin::pin!(stop.cancelled())).await {
                 return;
@@ -495,7 +545,13 @@ mod tests {
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .keep_alive(true);
-            serve(io, service, builder, &round, None, HEADER_TIMEOUT, &stop).await;
+            let conn = round.conn.clone();
+            let make = move |_: ConnInfo| HyperSide {
+                round,
+                service,
+                builder,
+            };
+            serve(io, conn, make, None, HEADER_TIMEOUT, &stop).await;
         });
         (client, round, task)
     }

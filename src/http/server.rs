@@ -113,36 +113,41 @@ pub async fn serve<I>(
     };
     let limits = settings.limits;
     if !h2 {
-        let round = keepalive::Round::new(conn);
-        io.report_rest(round.rest_flag());
-        let noted = round.clone();
-        let fast_proxy = proxy.clone();
-        let service = service_fn(move |mut req| {
-            let proxy = proxy.clone();
-            let round = noted.clone();
-            round.request(&mut req);
-            async move {
-                let resp = proxy.handle(req.map(DownBody::Hyper), &round.conn).await;
-                Ok::<_, Infallible>(round.response(resp))
-            }
-        });
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_read_timeout)
-            .preserve_header_case(settings.preserve_header_case)
-            // The request head (line and headers) may use at most this much; beyond it
-            // hyper answers 431. Long request targets get 414 from `strict`.
-            .max_buf_size(limits.max_request_head.max(8192))
-            .max_headers(limits.max_request_headers)
-            .keep_alive(true);
         let idle = settings.header_read_timeout;
         // Header names in the upstream's case need hyper's encoder: no fast path then.
-        let fast = (!settings.preserve_header_case).then_some(super::h1::Fast {
-            proxy: fast_proxy,
+        let fast = (!settings.preserve_header_case).then(|| super::h1::Fast {
+            proxy: proxy.clone(),
             limits,
         });
-        keepalive::serve(io, service, builder, &round, fast.as_ref(), idle, stop).await;
+        let make_hyper = move |conn: ConnInfo| {
+            let round = keepalive::Round::new(conn);
+            let noted = round.clone();
+            let service = service_fn(move |mut req| {
+                let proxy = proxy.clone();
+                let round = noted.clone();
+                round.request(&mut req);
+                async move {
+                    let resp = proxy.handle(req.map(DownBody::Hyper), &round.conn).await;
+                    Ok::<_, Infallible>(round.response(resp))
+                }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(settings.header_read_timeout)
+                .preserve_header_case(settings.preserve_header_case)
+                // The request head (line and headers) may use at most this much; beyond it
+                // hyper answers 431. Long request targets get 414 from `strict`.
+                .max_buf_size(limits.max_request_head.max(8192))
+                .max_headers(limits.max_request_headers)
+                .keep_alive(true);
+            keepalive::HyperSide {
+                round,
+                service,
+                builder,
+            }
+        };
+        keepalive::serve(io, conn, make_hyper, fast.as_ref(), idle, stop).await;
         return;
     }
     // Boxed: its state would otherwise size the task of every HTTP/1 connection too.

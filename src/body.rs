@@ -265,8 +265,10 @@ pub trait Completion: Send + Sync + 'static {
 pub enum UpstreamBody {
     /// Read by hyper's connection task.
     Hyper(Incoming),
-    /// Read from the connection by whoever polls it.
-    Raw(crate::upstream::h1::RawBody),
+    /// Read from the connection by whoever polls it. Boxed: the body holds the upstream
+    /// connection (200 bytes), and the response it is part of moves several times between
+    /// the pool, the retry loop and the proxy.
+    Raw(Box<crate::upstream::h1::RawBody>),
 }
 
 /// Why a response body broke off.

@@ -573,7 +573,7 @@ impl Checkout {
         .await
         {
             Ok(response) => Ok(Sent {
-                response: response.map(UpstreamBody::Raw),
+                response: response.map(|b| UpstreamBody::Raw(crate::inplace::boxed!(b))),
                 conn: None,
             }),
             Err(e) => Err(ProxyError {

@@ -73,13 +73,29 @@ async fn metrics(State(s): State<AdminState>) -> Response {
 
 async fn config_dump(State(s): State<AdminState>) -> Response {
     let snap = s.store.load();
-    let mut dump = snap.dump.clone();
-    if let Some(o) = dump.as_object_mut() {
-        o.insert("generation".into(), snap.generation.into());
-        o.insert("lastErrors".into(), s.store.last_errors().as_slice().into());
+    let errors = s.store.last_errors();
+    // A large config takes tens of milliseconds to render; off the runtime's workers, which
+    // also carry the proxied traffic.
+    let rendered = tokio::task::spawn_blocking(move || {
+        let mut dump = crate::config::render_dump(&snap);
+        if let Some(o) = dump.as_object_mut() {
+            o.insert("generation".into(), snap.generation.into());
+            o.insert("lastErrors".into(), errors.as_slice().into());
+        }
+        serde_json::to_string_pretty(&dump)
+    })
+    .await;
+    match rendered {
+        Ok(Ok(body)) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "config dump did not serialize");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "config dump task failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
     }
-    let body = serde_json::to_string_pretty(&dump).unwrap_or_default();
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// `GET /explain?url=..&method=..&header=name:value&sni=..&port=..` (`header` repeatable):

@@ -20,7 +20,7 @@ mod yaml_lines;
 pub use bootstrap::{AccessLog, Bootstrap, Source};
 #[cfg(feature = "kubernetes")]
 pub use bootstrap::{KubeConnect, KubeSettings};
-pub use compile::{compile, CompileFailure, CompileOptions};
+pub use compile::{compile, render_dump, CompileFailure, CompileOptions};
 pub use duration::parse as parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use raw::RawSet;

@@ -126,8 +126,6 @@ pub struct Snapshot {
     pub warnings: Vec<ConfigError>,
     /// Source files, in order.
     pub files: Vec<String>,
-    /// Pre-rendered `/config_dump` body (without the generation).
-    pub dump: serde_json::Value,
 }
 
 impl Snapshot {

@@ -102,6 +102,14 @@ impl<T> HostTable<T> {
             .chain(self.any.iter().map(|v| ("*".to_owned(), v)))
     }
 
+    /// Every value, mutably, in no particular order.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.exact
+            .values_mut()
+            .chain(self.suffix.values_mut())
+            .chain(self.any.iter_mut())
+    }
+
     /// Number of patterns.
     pub fn len(&self) -> usize {
         self.exact.len() + self.suffix.len() + usize::from(self.any.is_some())

@@ -16,6 +16,8 @@ mod routes;
 mod services;
 mod tls;
 
+pub use dump::render as render_dump;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -348,7 +350,7 @@ pub fn compile(raw: &RawSet, opts: &CompileOptions<'_>) -> Result<Snapshot, Comp
         return Err(CompileFailure { errors, warnings });
     }
     let clusters = std::mem::take(&mut services.clusters);
-    let mut snap = Snapshot {
+    let snap = Snapshot {
         generation: 0,
         listeners,
         tables,
@@ -357,9 +359,7 @@ pub fn compile(raw: &RawSet, opts: &CompileOptions<'_>) -> Result<Snapshot, Comp
         clusters,
         warnings,
         files: raw.files.clone(),
-        dump: serde_json::Value::Null,
     };
-    snap.dump = dump::render(&snap);
     Ok(snap)
 }
 
@@ -392,6 +392,11 @@ fn http_table(raw: &RawSet, compiled: &[CompiledVs], servers: &[&ServerRef]) -> 
                 }
             }
         }
+    }
+    // `extend` leaves room for four routes (1.9 KB) where most hosts have one; the table
+    // lives as long as the snapshot, and 10,000 hosts held 19 MB of spare capacity.
+    for vh in table.hosts.values_mut() {
+        vh.routes.shrink_to_fit();
     }
     // httpsRedirect applies to every host the server exposes, with or without routes.
     for server in servers.iter().filter(|s| s.https_redirect) {

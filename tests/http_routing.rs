@@ -386,6 +386,39 @@ async fn header_presence_match() {
 }
 
 #[tokio::test]
+async fn hop_by_hop_fields_are_not_matched_on_either_parser() {
+    // They describe the client's connection and are dropped before routing, as Envoy does.
+    // The fast path reads the plain GETs; hyper the HTTP/1.0 request and the chunked POST.
+    let gw = answering(&[(
+        "hop",
+        "[{headers: {connection: {}}}, {headers: {keep-alive: {}}}, {headers: {proxy-connection: {}}}, {headers: {upgrade: {}}}]",
+    )])
+    .await;
+    // Every request ends its connection, so each reply is read to the close.
+    let requests = [
+        "GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close, x-foo\r\nKeep-Alive: timeout=5\r\nx-foo: 1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: app.test\r\nProxy-Connection: close\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: app.test\r\nUpgrade: foo\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.0\r\nHost: app.test\r\nKeep-Alive: timeout=5\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+    ];
+    for raw in requests {
+        let reply = raw_exchange(gw.port(8080), raw.as_bytes(), "").await;
+        assert!(reply.starts_with("HTTP/1."), "{raw:?}: {reply:?}");
+        assert!(
+            reply.ends_with("fallback"),
+            "{raw:?} matched a hop-by-hop field: {reply:?}"
+        );
+    }
+    // The same rule still sees an ordinary field named by nothing.
+    let gw = answering(&[("seen", "[{headers: {x-foo: {}}}]")]).await;
+    let raw = "GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\nx-foo: 1\r\n\r\n";
+    let reply = raw_exchange(gw.port(8080), raw.as_bytes(), "").await;
+    assert!(reply.ends_with("seen"), "{reply:?}");
+}
+
+#[tokio::test]
 async fn without_headers_excludes_matching_requests() {
     let gw = answering(&[
         ("anonymous", "[{withoutHeaders: {end-user: {}}}]"),

@@ -124,6 +124,8 @@ impl ExplainRequest {
                 url_authority.clone()
             }
         };
+        // As the proxy does before routing: hop-by-hop fields never reach a header match.
+        crate::http::headers::strip_hop_by_hop(&mut headers);
         let url_host = host_of(&url_authority);
         let sni = match (scheme, sni) {
             (_, Some("")) => None,
@@ -209,6 +211,25 @@ mod tests {
         assert_eq!((r.port, r.sni), (8443, None));
         let r = ExplainRequest::try_new("https://a.example", None, [], Some(""), None).unwrap();
         assert_eq!(r.sni, None);
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_dropped_as_the_proxy_drops_them() {
+        let r = ExplainRequest::try_new(
+            "http://a.example/",
+            None,
+            [
+                "Connection: close, x-named",
+                "x-named: 1",
+                "Keep-Alive: 5",
+                "x-user: j",
+            ],
+            None,
+            None,
+        )
+        .unwrap();
+        let names: Vec<&str> = r.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-user", "host"]);
     }
 
     #[test]

@@ -127,6 +127,11 @@ impl BodySlot {
     }
 }
 
+/// The protocol an HTTP/1.1 request asked to upgrade to, noted before its hop-by-hop
+/// fields (`Upgrade`, `Connection: upgrade`) are dropped for routing.
+#[derive(Clone)]
+struct UpgradeProtocol(HeaderValue);
+
 impl Proxy {
     /// Handle one request; never fails (errors become responses).
     pub async fn handle(&self, req: Request<DownBody>, conn: &ConnInfo) -> Response<ProxyBody> {
@@ -226,6 +231,14 @@ impl Proxy {
             }
             return finish(rec, resp, "DPE");
         }
+        // Hop-by-hop fields describe the client's connection, not the request: Envoy drops
+        // them before routing, and so do we, so a header match sees the same request whether
+        // the HTTP/1.1 fast path (which never stores a plain `Connection: close`) or hyper
+        // read it. An upgrade's protocol is kept aside first (rare: one extension insert).
+        if let Some(proto) = headers::upgrade_request(&parts.headers, parts.version) {
+            parts.extensions.insert(UpgradeProtocol(proto));
+        }
+        headers::strip_hop_by_hop(&mut parts.headers);
         // Only ever built from values that are valid strings.
         let authority = rec.authority.to_str().unwrap_or_default();
         if authority.is_empty() {
@@ -421,7 +434,7 @@ impl Proxy {
             .and_then(|p| HeaderValue::from_str(p.as_str()).ok());
         let extended_connect = h2_protocol.is_some();
         let mut upgrade = h2_protocol
-            .or_else(|| headers::upgrade_request(&parts.headers, parts.version))
+            .or_else(|| parts.extensions.remove::<UpgradeProtocol>().map(|u| u.0))
             .and_then(|proto| Some((proto, Downstream::take(&mut parts.extensions)?)));
         if extended_connect {
             parts.method = Method::GET;
@@ -439,7 +452,6 @@ impl Proxy {
                 }
             }
         }
-        headers::strip_hop_by_hop(&mut parts.headers);
         if let Some((proto, _)) = &upgrade {
             parts.headers.insert(http::header::UPGRADE, proto.clone());
             parts.headers.insert(

@@ -272,6 +272,49 @@ async fn route_change_is_served_after_reload() {
 }
 
 #[tokio::test]
+async fn requests_are_served_while_a_reload_reads_and_compiles() {
+    // Reading, parsing and compiling run on a blocking thread, not on the runtime that
+    // serves requests (at 10,000 hosts a reload held a worker for half a second). Made
+    // deterministic with a FIFO in place of the config file: the reload's read blocks until
+    // the valve thread writes, and a request must be answered before that. This test runs
+    // on a single-threaded runtime, so a read on it would stall the request until then.
+    let gw = TestGateway::start(&direct_config(8080, "app.test", "one")).await;
+    let addr = gw.port(8080);
+    let file = gw.config_file();
+    let fifo = gw.dir.path().join("config.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo failed");
+    std::fs::rename(&fifo, &file).unwrap();
+    let opened = Arc::new(AtomicBool::new(false));
+    let valve = {
+        let (opened, file) = (opened.clone(), file.clone());
+        let next = direct_config(8080, "app.test", "two");
+        let staged = gw.dir.path().join("next.yaml");
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(3));
+            opened.store(true, Ordering::SeqCst);
+            // Blocks until the reload has the pipe open for reading.
+            let mut w = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+            std::io::Write::write_all(&mut w, next.as_bytes()).unwrap();
+            // A regular file replaces the pipe before the reader sees the end, so any
+            // later reload (the watcher saw these changes too) reads a file, never the pipe.
+            std::fs::write(&staged, next.as_bytes()).unwrap();
+            std::fs::rename(&staged, &file).unwrap();
+        })
+    };
+    gw.running.trigger_reload();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reply = answer(addr, "app.test").await;
+    assert!(
+        !opened.load(Ordering::SeqCst),
+        "the request waited for the reload's read (then got {reply:?})"
+    );
+    assert_eq!(reply, "200 one");
+    eventually_serves(addr, "app.test", "two", Duration::from_secs(10)).await;
+    valve.join().unwrap();
+}
+
+#[tokio::test]
 async fn weight_change_moves_all_traffic() {
     let w1 = Upstream::new("w1").run().await;
     let w2 = Upstream::new("w2").run().await;

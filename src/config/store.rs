@@ -39,14 +39,15 @@ impl ConfigStore {
         self.current.load_full()
     }
 
-    /// Publish `snap` as the next generation; returns that generation.
-    pub fn publish(&self, mut snap: Snapshot) -> u64 {
+    /// Publish `snap` as the next generation; returns that generation and the snapshot it
+    /// replaced (for the caller to free where it costs no request anything).
+    pub fn publish(&self, mut snap: Snapshot) -> (u64, Arc<Snapshot>) {
         let generation = *self.version.borrow() + 1;
         snap.generation = generation;
-        self.current.store(Arc::new(snap));
+        let previous = self.current.swap(Arc::new(snap));
         self.version.send_replace(generation);
         self.last_errors.store(Arc::new(Vec::new()));
-        generation
+        (generation, previous)
     }
 
     /// Record a rejected config; the active snapshot stays.

@@ -494,6 +494,8 @@ mod tests {
             "192.168.1.20",
             "::1",
             "2001:db8::8a2e:370:7334",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
         ] {
             let mut h = HeaderMap::new();
             let addr: IpAddr = ip.parse().unwrap();

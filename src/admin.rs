@@ -61,14 +61,24 @@ async fn ready(State(s): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        s.metrics.render(),
-    )
-        .into_response()
+    // One series set per destination service and outcome, as Istio labels them: with
+    // thousands of services the text runs to megabytes, and a scrape must not hold a
+    // runtime worker (they carry the proxied traffic) while it is encoded.
+    let metrics = s.metrics.clone();
+    match tokio::task::spawn_blocking(move || metrics.render()).await {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics rendering failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 async fn config_dump(State(s): State<AdminState>) -> Response {

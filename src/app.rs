@@ -35,6 +35,8 @@ use crate::upstream::Registry;
 const DEBOUNCE: Duration = Duration::from_millis(200);
 /// Longest a burst of events can delay a reload.
 const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
+/// How often snapshots still held by requests after a swap are checked for release.
+const REAP_EVERY: Duration = Duration::from_millis(100);
 
 /// Why meshgate could not start.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +148,9 @@ struct ConfigTask {
     source: ActiveSource,
     /// What the last published snapshot was built from (resources and certificate bytes).
     last_input: Option<(RawSet, Vec<Option<Vec<u8>>>)>,
+    /// Replaced snapshots a request still held when they were swapped out; freed on a
+    /// blocking thread once this is their last reference (`reap`).
+    retired: Vec<Arc<Snapshot>>,
 }
 
 /// The source the config task reads.
@@ -244,6 +249,7 @@ pub async fn start(boot: Bootstrap) -> Result<Running, StartError> {
         addrs: addrs.clone(),
         source,
         last_input: None,
+        retired: Vec::new(),
         boot,
     };
     // The first load must succeed: there is nothing to fall back on.
@@ -398,11 +404,8 @@ impl ConfigTask {
         let [gw, vs, dr, se, we] = input.0.counts();
         let (generation, previous) = self.store.publish(snap);
         let replaced = self.last_input.replace(input);
-        // Freeing the old snapshot and input is as large a job as building them; unless a
-        // request still holds the snapshot, it happens here, off the workers too.
-        drop(tokio::task::spawn_blocking(move || {
-            drop((previous, replaced))
-        }));
+        self.retired.push(previous);
+        self.reap(replaced);
         self.metrics
             .config_generation
             .set(i64::try_from(generation).unwrap_or(i64::MAX));
@@ -462,6 +465,19 @@ impl ConfigTask {
         Ok(Some(generation))
     }
 
+    /// Free `extra` and every retired snapshot no request holds any more, on a blocking
+    /// thread: freeing a large snapshot is as big a job as building it, and if the last
+    /// request holding it let go, that would happen on a runtime worker, between requests.
+    fn reap<T: Send + 'static>(&mut self, extra: T) {
+        // A count of one is ours alone: nobody can take a new reference to a snapshot that
+        // is no longer in the store.
+        let (free, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retired)
+            .into_iter()
+            .partition(|s| Arc::strong_count(s) == 1);
+        self.retired = held;
+        drop(tokio::task::spawn_blocking(move || drop((free, extra))));
+    }
+
     async fn reload(&mut self) -> ReloadResult {
         match self.load().await {
             Ok(Some(g)) => Ok(g),
@@ -513,6 +529,7 @@ impl ConfigTask {
                     {}
                     let _ = self.reload().await;
                 }
+                () = tokio::time::sleep(REAP_EVERY), if !self.retired.is_empty() => self.reap(()),
                 () = self.drain.token.cancelled() => return,
             }
         }

@@ -181,20 +181,25 @@ async fn handle(
         // plain HTTP connection too.
         Some(PortProtocol::Tls) => pin_boxed!(tls::serve(stream, client, port, ctx, &stop)).await,
         Some(PortProtocol::Tcp) => {
-            let snap = ctx.proxy.store.load();
-            match snap.tcp.get(&port).and_then(|r| r.first()) {
-                Some(route) => {
+            // Only the cluster is kept: the connection may outlive many reloads.
+            let cluster = {
+                let snap = ctx.proxy.store.load();
+                let route = snap.tcp.get(&port).and_then(|r| r.first());
+                route.map(|r| tcp::pick(&snap, r))
+            };
+            match cluster {
+                Some(Some(cluster)) => {
                     pin_boxed!(tcp::forward(
                         stream,
                         client,
                         bytes::Bytes::new(),
-                        &snap,
-                        route,
+                        &cluster,
                         ctx.l4,
                         &ctx.proxy.metrics,
                     ))
                     .await
                 }
+                Some(None) => {}
                 None => tracing::debug!(port, "no TCP route: closing"),
             }
         }

@@ -31,29 +31,33 @@ pub struct L4Settings {
     pub idle_timeout: Duration,
 }
 
-/// Forward `client` (from `peer`; after `prefix`, the bytes already read from it) along
-/// `route`. `client` is the raw socket, or the plaintext side of a terminated TLS session.
-#[allow(clippy::too_many_arguments, reason = "one call site per listener kind")]
-pub(super) async fn forward<S>(
-    client: S,
-    peer: std::net::SocketAddr,
-    prefix: Bytes,
-    snap: &Snapshot,
-    route: &L4Route,
-    settings: L4Settings,
-    metrics: &Metrics,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+/// The cluster `route` sends a new connection to, picked by weight. Callers take it and let
+/// the snapshot go before forwarding: a connection can outlive many reloads, and holding the
+/// snapshot would keep every route and cluster of that generation in memory until it closes.
+pub(super) fn pick(snap: &Snapshot, route: &L4Route) -> Option<Arc<Cluster>> {
     let f = &route.forward;
     let pick = if f.destinations.len() > 1 {
         fastrand::u32(..f.total_weight)
     } else {
         0
     };
-    let Some(cluster) = f.pick(pick).and_then(|d| snap.clusters.get(d.cluster)) else {
-        return;
-    };
+    f.pick(pick)
+        .and_then(|d| snap.clusters.get(d.cluster))
+        .cloned()
+}
+
+/// Forward `client` (from `peer`; after `prefix`, the bytes already read from it) to
+/// `cluster`. `client` is the raw socket, or the plaintext side of a terminated TLS session.
+pub(super) async fn forward<S>(
+    client: S,
+    peer: std::net::SocketAddr,
+    prefix: Bytes,
+    cluster: &Cluster,
+    settings: L4Settings,
+    metrics: &Metrics,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     // Only the source IP is known at L4; other hash keys pick at random, as in Envoy.
     let hash = match &cluster.hash_key {
         Some(HashKey::SourceIp) => {

@@ -74,16 +74,12 @@ pub(super) async fn serve(
                 reject("no_route");
                 return;
             };
-            tcp::forward(
-                stream,
-                client,
-                prefix,
-                &snap,
-                route,
-                ctx.l4,
-                &ctx.proxy.metrics,
-            )
-            .await;
+            let Some(cluster) = tcp::pick(&snap, route) else {
+                return;
+            };
+            // The connection may outlive many reloads; it needs the cluster, not the config.
+            drop(snap);
+            tcp::forward(stream, client, prefix, &cluster, ctx.l4, &ctx.proxy.metrics).await;
         }
         TlsMode::TerminateTcp { config, routes } => {
             let Some(route) = routes.first() else {
@@ -91,15 +87,19 @@ pub(super) async fn serve(
                 reject("no_route");
                 return;
             };
-            let Some(tls) = handshake(config, prefix, stream, deadline, &reject).await else {
+            let Some(cluster) = tcp::pick(&snap, route) else {
+                return;
+            };
+            let config = config.clone();
+            drop(snap);
+            let Some(tls) = handshake(&config, prefix, stream, deadline, &reject).await else {
                 return;
             };
             tcp::forward(
                 tls,
                 client,
                 bytes::Bytes::new(),
-                &snap,
-                route,
+                &cluster,
                 ctx.l4,
                 &ctx.proxy.metrics,
             )

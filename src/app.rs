@@ -55,7 +55,8 @@ pub enum StartError {
     /// Metrics registration failed (a bug).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
-    /// Reading or compiling the config stopped abnormally (a bug; the old config stays).
+    /// Reading or compiling the config stopped abnormally: it panicked (a bug) or the
+    /// runtime is shutting down. The old config stays.
     #[error("config work failed: {0}")]
     Internal(String),
     /// The Kubernetes source could not be set up.
@@ -300,7 +301,7 @@ impl ConfigTask {
             Ok((raw, referenced))
         })
         .await
-        .unwrap_or_else(|e| Err(vec![ConfigError::file(&Arc::from(""), 0, e)]))?;
+        .unwrap_or_else(|e| Err(unfinished(&e)))?;
         // Watch before compiling: a config rejected for a missing certificate must be
         // retried when that file appears.
         if let ActiveSource::Files(Some(w)) = &mut self.source {
@@ -336,7 +337,7 @@ impl ConfigTask {
                 let k = k.clone();
                 let input = off_runtime(move || k.read())
                     .await
-                    .unwrap_or_else(|e| Err(vec![ConfigError::file(&Arc::from(""), 0, e)]))?;
+                    .unwrap_or_else(|e| Err(unfinished(&e)))?;
                 Ok(Loaded {
                     certs: input.credentials.fingerprint(),
                     workload_labels: input.workload_labels,
@@ -564,13 +565,23 @@ pub async fn run(
     Ok(())
 }
 
-/// Run `f` on the runtime's blocking threads; the error names a panic inside it.
+/// Run `f` on the runtime's blocking threads; the error says why it did not finish (a panic
+/// inside it, or the runtime shutting down).
 async fn off_runtime<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| format!("config task panicked: {e}"))
+        .map_err(|e| e.to_string())
+}
+
+/// A read that `off_runtime` could not finish, as the config error a reload reports.
+fn unfinished(why: &str) -> Vec<ConfigError> {
+    vec![ConfigError::file(
+        &Arc::from(""),
+        0,
+        format!("config work failed: {why}"),
+    )]
 }
 
 /// The compile's options, owned, to move to a blocking thread.

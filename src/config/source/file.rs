@@ -85,8 +85,9 @@ pub(crate) fn parse_into(
     text: &str,
     errors: &mut Vec<ConfigError>,
 ) {
-    let lines = yaml_lines::index(text).unwrap_or_default();
-    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+    // Each document's index moves into its resources (no copy).
+    let mut lines = yaml_lines::index(text).unwrap_or_default().into_iter();
+    for doc in serde_yaml_ng::Deserializer::from_str(text) {
         let value = match Value::deserialize(doc) {
             Ok(v) => v,
             Err(e) => {
@@ -96,7 +97,7 @@ pub(crate) fn parse_into(
                 return;
             }
         };
-        let doc_lines = Arc::new(lines.get(i).cloned().unwrap_or_default());
+        let doc_lines = Arc::new(lines.next().unwrap_or_default());
         let origin = Origin {
             file: file.clone(),
             lines: doc_lines,

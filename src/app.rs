@@ -147,12 +147,15 @@ struct ConfigTask {
     active: HashMap<u16, CancellationToken>,
     addrs: Arc<Mutex<BTreeMap<u16, SocketAddr>>>,
     source: ActiveSource,
-    /// What the last published snapshot was built from (resources and certificate bytes).
-    last_input: Option<(RawSet, Vec<Option<Vec<u8>>>)>,
+    /// What the last published snapshot was built from.
+    last_input: Option<Input>,
     /// Replaced snapshots a request still held when they were swapped out; freed on a
     /// blocking thread once this is their last reference (`reap`).
     retired: Vec<Arc<Snapshot>>,
 }
+
+/// What a snapshot is built from: the resources and every certificate's bytes.
+type Input = (RawSet, Vec<Option<Vec<u8>>>);
 
 /// The source the config task reads.
 enum ActiveSource {
@@ -466,17 +469,20 @@ impl ConfigTask {
         Ok(Some(generation))
     }
 
-    /// Free `extra` and every retired snapshot no request holds any more, on a blocking
+    /// Free `input` and every retired snapshot no request holds any more, on a blocking
     /// thread: freeing a large snapshot is as big a job as building it, and if the last
     /// request holding it let go, that would happen on a runtime worker, between requests.
-    fn reap<T: Send + 'static>(&mut self, extra: T) {
+    fn reap(&mut self, input: Option<Input>) {
         // A count of one is ours alone: nobody can take a new reference to a snapshot that
         // is no longer in the store.
         let (free, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retired)
             .into_iter()
             .partition(|s| Arc::strong_count(s) == 1);
         self.retired = held;
-        drop(tokio::task::spawn_blocking(move || drop((free, extra))));
+        if free.is_empty() && input.is_none() {
+            return;
+        }
+        drop(tokio::task::spawn_blocking(move || drop((free, input))));
     }
 
     async fn reload(&mut self) -> ReloadResult {
@@ -530,7 +536,7 @@ impl ConfigTask {
                     {}
                     let _ = self.reload().await;
                 }
-                () = tokio::time::sleep(REAP_EVERY), if !self.retired.is_empty() => self.reap(()),
+                () = tokio::time::sleep(REAP_EVERY), if !self.retired.is_empty() => self.reap(None),
                 () = self.drain.token.cancelled() => return,
             }
         }

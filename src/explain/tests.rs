@@ -1,3 +1,8 @@
+//! Tests of `explain`, compiled only under `#[cfg(test)]` (the module is declared
+//! `#[cfg(test)] mod tests;`). Its `unwrap()`s unwrap fixtures written in this file
+//! (literal YAML and JSON, snapshots compiled from them), never user or peer input: a
+//! failure is a failing test.
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

@@ -391,6 +391,8 @@ async fn wait_bytes<I: AsyncRead + Unpin>(
         }
         match timer.as_mut().as_pin_mut() {
             Some(t) => t.poll(cx).map(|()| Waited::TimedOut),
+            // Not reached: arming above always leaves a timer. Without one there is no
+            // deadline, and the bytes or the cancellation wake this wait.
             None => Poll::Pending,
         }
     })

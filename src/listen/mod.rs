@@ -181,27 +181,25 @@ async fn handle(
         // plain HTTP connection too.
         Some(PortProtocol::Tls) => pin_boxed!(tls::serve(stream, client, port, ctx, &stop)).await,
         Some(PortProtocol::Tcp) => {
-            // Only the cluster is kept: the connection may outlive many reloads.
-            let cluster = {
-                let snap = ctx.proxy.store.load();
-                let route = snap.tcp.get(&port).and_then(|r| r.first());
-                route.map(|r| tcp::pick(&snap, r))
+            let snap = ctx.proxy.store.load();
+            let Some(route) = snap.tcp.get(&port).and_then(|r| r.first()) else {
+                tracing::debug!(port, "no TCP route: closing");
+                return;
             };
-            match cluster {
-                Some(Some(cluster)) => {
-                    pin_boxed!(tcp::forward(
-                        stream,
-                        client,
-                        bytes::Bytes::new(),
-                        &cluster,
-                        ctx.l4,
-                        &ctx.proxy.metrics,
-                    ))
-                    .await
-                }
-                Some(None) => {}
-                None => tracing::debug!(port, "no TCP route: closing"),
-            }
+            let Some(cluster) = tcp::pick(&snap, route) else {
+                return;
+            };
+            // The connection may outlive many reloads; it needs the cluster, not the config.
+            drop(snap);
+            pin_boxed!(tcp::forward(
+                stream,
+                client,
+                bytes::Bytes::new(),
+                &cluster,
+                ctx.l4,
+                &ctx.proxy.metrics,
+            ))
+            .await
         }
         None => tracing::debug!(port, "port no longer configured: closing"),
     }

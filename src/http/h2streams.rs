@@ -20,6 +20,8 @@ use std::task::{Context, Poll};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::task::AtomicWaker;
 
+use super::coalesce::TurnEnd;
+
 type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The executor handed to hyper's HTTP/2 server: it queues what hyper spawns for the
@@ -60,12 +62,18 @@ where
 
 impl StreamExec {
     /// Drive `conn` (the hyper connection built with this executor) and the streams it
-    /// spawns; completes with the connection.
-    pub(super) fn drive<'a, C: Future>(&self, conn: Pin<&'a mut C>) -> Driven<'a, C> {
+    /// spawns; completes with the connection. `end`, when given, writes what the connection
+    /// buffered at the end of each turn (see `coalesce`).
+    pub(super) fn drive<'a, C: Future>(
+        &self,
+        conn: Pin<&'a mut C>,
+        end: Option<Arc<dyn TurnEnd>>,
+    ) -> Driven<'a, C> {
         Driven {
             conn,
             inbox: self.inbox.clone(),
             streams: FuturesUnordered::new(),
+            end,
         }
     }
 }
@@ -75,6 +83,7 @@ pub(super) struct Driven<'a, C: Future> {
     conn: Pin<&'a mut C>,
     inbox: Arc<Inbox>,
     streams: FuturesUnordered<StreamFuture>,
+    end: Option<Arc<dyn TurnEnd>>,
 }
 
 impl<C: Future> Driven<'_, C> {
@@ -125,6 +134,10 @@ impl<C: Future> Future for Driven<'_, C> {
         match done {
             Some(out) => Poll::Ready(out),
             None => {
+                // What the connection and its streams wrote in this turn leaves now.
+                if let Some(end) = &this.end {
+                    end.drain(cx);
+                }
                 // Queued from elsewhere after the last look, while `polling` was still set.
                 if !this.inbox.queue().is_empty() {
                     cx.waker().wake_by_ref();
@@ -189,7 +202,8 @@ mod tests {
             finished: finished.clone(),
         };
         tokio::pin!(conn);
-        let out = tokio::time::timeout(Duration::from_secs(5), exec.drive(conn.as_mut())).await;
+        let out =
+            tokio::time::timeout(Duration::from_secs(5), exec.drive(conn.as_mut(), None)).await;
         assert_eq!(out.ok(), Some(10));
         assert_eq!(finished.load(Ordering::SeqCst), 10);
     }
@@ -216,7 +230,8 @@ mod tests {
             spawner.execute(async move { flag.store(true, Ordering::SeqCst) });
         });
         let started = std::time::Instant::now();
-        let out = tokio::time::timeout(Duration::from_secs(5), exec.drive(conn.as_mut())).await;
+        let out =
+            tokio::time::timeout(Duration::from_secs(5), exec.drive(conn.as_mut(), None)).await;
         // The timeout's own last poll would run the queued stream too: only a prompt end
         // shows the wake.
         assert!(

@@ -3,6 +3,7 @@
 //!
 //! Depends on: `config`, `route`, `upstream`, `error`, `body`, `metrics`, `shutdown`.
 
+mod coalesce;
 pub mod framing;
 mod h1;
 mod h2streams;

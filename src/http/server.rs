@@ -187,9 +187,11 @@ async fn serve_h2<I>(
         .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
         // RFC 8441: WebSocket over HTTP/2.
         .enable_connect_protocol();
+    // What a turn writes leaves in one system call at its end (see `coalesce`).
+    let (io, end) = super::coalesce::pair(io);
     let served = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(served);
-    let mut driven = exec.drive(served.as_mut());
+    let mut driven = exec.drive(served.as_mut(), Some(end));
     tokio::select! {
         res = &mut driven => {
             if let Err(e) = res {

@@ -21,7 +21,8 @@ use crate::admin::{self, AdminState};
 use crate::config::source::kube::{KubeSource, SourceError};
 use crate::config::source::watch::Watcher;
 use crate::config::{
-    self, Bootstrap, CompileOptions, ConfigError, ConfigStore, RawSet, Snapshot, Source,
+    self, Bootstrap, CompileOptions, ConfigError, ConfigStore, PortProtocol, RawSet, Snapshot,
+    Source,
 };
 use crate::http::proxy::Proxy;
 use crate::http::server::ServerSettings;
@@ -144,7 +145,7 @@ struct ConfigTask {
     ctx: Arc<listen::Ctx>,
     conns: Arc<Semaphore>,
     drain: Drain,
-    active: HashMap<u16, CancellationToken>,
+    active: HashMap<u16, Active>,
     addrs: Arc<Mutex<BTreeMap<u16, SocketAddr>>>,
     source: ActiveSource,
     /// What the last published snapshot was built from.
@@ -164,6 +165,16 @@ enum ActiveSource {
     /// Reflectors over the Kubernetes API.
     #[cfg(feature = "kubernetes")]
     Kubernetes(Arc<KubeSource>),
+}
+
+/// A port being served.
+struct Active {
+    /// Cancelled when the port leaves the config: its accept loop stops.
+    token: CancellationToken,
+    /// Its socket, for `TCP_DEFER_ACCEPT` when its protocol changes on reload.
+    listener: Arc<tokio::net::TcpListener>,
+    /// Whether accepts are deferred now.
+    deferred: bool,
 }
 
 /// One read of the active source.
@@ -391,7 +402,7 @@ impl ConfigTask {
             let port = if self.boot.ephemeral_ports { 0 } else { l.port };
             let addr = SocketAddr::new(self.boot.bind_address, port);
             match listen::bind(l.port, addr).await {
-                Ok(b) => fresh.push(b),
+                Ok(b) => fresh.push((b, l.protocol)),
                 Err(source) => {
                     self.metrics
                         .config_reloads
@@ -405,6 +416,11 @@ impl ConfigTask {
             tracing::warn!("{w}");
         }
         let ports: Vec<u16> = snap.listeners.iter().map(|l| l.port).collect();
+        let snap_listeners: Vec<(u16, PortProtocol)> = snap
+            .listeners
+            .iter()
+            .map(|l| (l.port, l.protocol))
+            .collect();
         let [gw, vs, dr, se, we] = input.0.counts();
         let (generation, previous) = self.store.publish(snap);
         let replaced = self.last_input.replace(input);
@@ -426,7 +442,17 @@ impl ConfigTask {
             workload_entries = we,
             "config applied"
         );
-        for b in fresh {
+        // A port kept from the last config whose protocol changed (HTTP to TCP, say) has its
+        // deferred accept turned on or off.
+        for l in &snap_listeners {
+            if let Some(a) = self.active.get_mut(&l.0) {
+                if a.deferred != listen::defer::wanted(l.1) {
+                    a.deferred = listen::defer_accepts(&a.listener, l.0, l.1);
+                }
+            }
+        }
+        for (b, protocol) in fresh {
+            let deferred = listen::defer_accepts(&b.listener, b.port, protocol);
             let token = self.drain.token.child_token();
             let (port, local) = (b.port, b.listener.local_addr().ok());
             tracing::info!(port, addr = ?local, "listening");
@@ -436,7 +462,14 @@ impl ConfigTask {
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(port, a);
             }
-            self.active.insert(port, token.clone());
+            self.active.insert(
+                port,
+                Active {
+                    token: token.clone(),
+                    listener: b.listener.clone(),
+                    deferred,
+                },
+            );
             let per_listener = self
                 .boot
                 .max_connections_per_listener
@@ -457,9 +490,9 @@ impl ConfigTask {
             .copied()
             .collect();
         for port in removed {
-            if let Some(token) = self.active.remove(&port) {
+            if let Some(a) = self.active.remove(&port) {
                 tracing::info!(port, "port removed: stop accepting, drain its connections");
-                token.cancel();
+                a.token.cancel();
             }
             self.addrs
                 .lock()

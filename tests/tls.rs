@@ -1817,3 +1817,70 @@ async fn curl_termination_and_passthrough_on_one_port() {
     );
     assert_eq!(backend.accepted(), 2);
 }
+
+/// HTTP ports hand a connection over only once its first bytes are in (TCP_DEFER_ACCEPT);
+/// opaque TCP ports at once, as their protocol may have the server speak first; and a port
+/// that turns from HTTP into TCP on reload stops deferring.
+#[tokio::test]
+async fn only_ports_whose_clients_speak_first_defer_accepting() {
+    let echo = Backend::start(None, Behaviour::Echo).await;
+    let tcp_rule = |port: u16| {
+        format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: tcp{port}\nspec:\n  hosts: [\"*\"]\n  gateways: [gw]\n  tcp:\n  - match:\n    - port: {port}\n    route:\n    - destination:\n        host: echo.svc\n        port:\n          number: 9000\n---\n")
+    };
+    let v1 = format!(
+        "{}{}{}{}",
+        gateway(
+            "gw",
+            &[
+                server(8080, "HTTP", &["app.test"], ""),
+                server(9000, "TCP", &["*"], "")
+            ]
+        ),
+        vs_direct("app", "gw", &["app.test"], "ok"),
+        tcp_rule(9000),
+        se_static("echo.svc", 9000, "TCP", echo.port()),
+    );
+    let gw = TestGateway::start(&v1).await;
+    let accepted = |text: &str, port: &str| {
+        metric(
+            text,
+            "meshgate_downstream_connections_total",
+            &[("listener", port)],
+        )
+    };
+    let mut http = within(TcpStream::connect(gw.port(8080))).await.unwrap();
+    let _tcp = within(TcpStream::connect(gw.port(9000))).await.unwrap();
+    scrape_until(&gw, |t| accepted(t, "9000") == 1.0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        accepted(&scrape(&gw).await, "8080"),
+        0.0,
+        "silent HTTP connection accepted"
+    );
+    http.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    scrape_until(&gw, |t| accepted(t, "8080") == 1.0).await;
+
+    // Port 8080 becomes a TCP port: a silent connection is accepted at once (deferred, the
+    // kernel would hold it for a second).
+    let v2 = format!(
+        "{}{}{}",
+        gateway(
+            "gw",
+            &[
+                server(8080, "TCP", &["*"], ""),
+                server(9000, "TCP", &["*"], "")
+            ]
+        ),
+        tcp_rule(8080) + &tcp_rule(9000),
+        se_static("echo.svc", 9000, "TCP", echo.port()),
+    );
+    gw.reload_with(&v2).await.unwrap();
+    let _silent = within(TcpStream::connect(gw.port(8080))).await.unwrap();
+    within_for(
+        Duration::from_millis(700),
+        Box::pin(scrape_until(&gw, |t| accepted(t, "8080") == 2.0)),
+    )
+    .await;
+}

@@ -5,6 +5,7 @@
 //!
 //! Depends on: tokio, `http::{server, proxy}`, `config::Snapshot`, `metrics`, `shutdown`.
 
+pub mod defer;
 mod nodelay;
 mod pipe;
 pub(crate) mod tcp;
@@ -45,14 +46,27 @@ pub struct Ctx {
 pub struct Bound {
     /// The configured port (what routes match on).
     pub port: u16,
-    /// The socket actually bound.
-    pub listener: TcpListener,
+    /// The socket actually bound (shared with the app, which adjusts it on reload).
+    pub listener: Arc<TcpListener>,
 }
 
 /// Bind `addr` for configured port `port`.
 pub async fn bind(port: u16, addr: SocketAddr) -> std::io::Result<Bound> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = Arc::new(TcpListener::bind(addr).await?);
     Ok(Bound { port, listener })
+}
+
+/// Defer accepts on `listener` (configured port `port`) when `protocol` wants it (see
+/// `defer`); the state now in effect. A failure only costs the optimisation: logged.
+pub fn defer_accepts(listener: &TcpListener, port: u16, protocol: PortProtocol) -> bool {
+    let on = defer::wanted(protocol);
+    match defer::set(listener, on) {
+        Ok(()) => on,
+        Err(e) => {
+            tracing::warn!(port, error = %e, "could not set TCP_DEFER_ACCEPT");
+            !on
+        }
+    }
 }
 
 /// Accept connections on `bound` until `stop` (a child of the drain token) fires; its

@@ -16,7 +16,8 @@
 //! calls. The unit test below checks the alignment of every size and alignment pairing up
 //! to 4 KiB.
 //!
-//! This is the one module with unsafe code: the library forbids it (`lib.rs`).
+//! One of the package's two modules with unsafe code; the other is one `setsockopt` call in
+//! the library (`src/listen/defer.rs`), which denies it everywhere else (`lib.rs`).
 
 #![allow(unsafe_code)]
 

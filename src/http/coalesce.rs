@@ -10,7 +10,8 @@
 //! what is buffered in front of it, in one vectored write.
 //!
 //! Must not: keep bytes past the end of a turn (the driver drains before its task sleeps),
-//! buffer more than `CAP` bytes, or copy a write bigger than `COPY_MAX`.
+//! buffer more than `CAP` bytes, copy a write bigger than `COPY_MAX`, or hold a buffer
+//! between turns.
 //!
 //! Depends on: tokio.
 
@@ -27,6 +28,9 @@ const CAP: usize = 16 * 1024;
 /// Largest single write that is copied; bigger ones (16 KiB DATA frames of a large body)
 /// go to the socket without a copy.
 const COPY_MAX: usize = 4 * 1024;
+
+/// What a turn's buffer starts with.
+const START: usize = 4 * 1024;
 
 /// Slices in one vectored write: the buffered bytes and the caller's first few.
 const SLICES: usize = 8;
@@ -124,6 +128,10 @@ impl<I: AsyncWrite + Unpin> Shared<I> {
         self.check()?;
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         if total <= COPY_MAX && self.buf.len() + total <= CAP {
+            if self.buf.capacity() == 0 {
+                // Room for a few responses at once, not a reallocation for each.
+                self.buf.reserve(START.max(total));
+            }
             for b in bufs {
                 self.buf.extend_from_slice(b);
             }
@@ -164,12 +172,18 @@ impl<I: AsyncWrite + Unpin> Shared<I> {
 impl<I: AsyncWrite + Unpin + Send> TurnEnd for Mutex<Shared<I>> {
     fn drain(&self, cx: &mut Context<'_>) {
         let mut s = lock(self);
-        if s.failed.is_some() || (s.pos == s.buf.len() && !s.unflushed) {
+        if s.failed.is_some() {
             return;
         }
-        if let Poll::Ready(Err(e)) = s.poll_send_all(cx) {
-            s.failed = Some(e.kind());
-            cx.waker().wake_by_ref();
+        match s.poll_send_all(cx) {
+            // An idle connection (HTTP/2 clients keep theirs open) holds no buffer: the next
+            // turn that writes allocates one, which costs less than a system call.
+            Poll::Ready(Ok(())) => s.buf = Vec::new(),
+            Poll::Ready(Err(e)) => {
+                s.failed = Some(e.kind());
+                cx.waker().wake_by_ref();
+            }
+            Poll::Pending => {}
         }
     }
 }
@@ -427,6 +441,23 @@ mod tests {
         );
         assert!(matches!(write(&mut c, &[b"y"]), Poll::Ready(Err(_))));
         assert!(matches!(flush(&mut c), Poll::Ready(Err(_))));
+    }
+
+    #[test]
+    fn a_drained_connection_holds_no_buffer() {
+        let (mut c, end) = pair(Sink::default());
+        assert!(matches!(
+            write(&mut c, &[&[1u8; 1000]]),
+            Poll::Ready(Ok(1000))
+        ));
+        assert!(sink(&c).buf.capacity() >= START);
+        end.drain(&mut cx());
+        assert_eq!(sink(&c).buf.capacity(), 0);
+        // A drain the socket cannot take yet keeps the bytes.
+        assert!(matches!(write(&mut c, &[&[2u8; 10]]), Poll::Ready(Ok(10))));
+        sink(&c).io.room = Some(0);
+        end.drain(&mut cx());
+        assert_eq!(sink(&c).buf.len(), 10);
     }
 
     #[test]

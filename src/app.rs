@@ -21,8 +21,7 @@ use crate::admin::{self, AdminState};
 use crate::config::source::kube::{KubeSource, SourceError};
 use crate::config::source::watch::Watcher;
 use crate::config::{
-    self, Bootstrap, CompileOptions, ConfigError, ConfigStore, PortProtocol, RawSet, Snapshot,
-    Source,
+    self, Bootstrap, CompileOptions, ConfigError, ConfigStore, RawSet, Snapshot, Source,
 };
 use crate::http::proxy::Proxy;
 use crate::http::server::ServerSettings;
@@ -412,15 +411,19 @@ impl ConfigTask {
                 }
             }
         }
+        // Nothing below rejects the reload. A port kept from the last config whose protocol
+        // changed (HTTP to TCP, say) has its deferred accept turned on or off.
+        for l in &snap.listeners {
+            if let Some(a) = self.active.get_mut(&l.port) {
+                if a.deferred != listen::defer::wanted(l.protocol) {
+                    a.deferred = listen::defer_accepts(&a.listener, l.port, l.protocol);
+                }
+            }
+        }
         for w in &snap.warnings {
             tracing::warn!("{w}");
         }
         let ports: Vec<u16> = snap.listeners.iter().map(|l| l.port).collect();
-        let snap_listeners: Vec<(u16, PortProtocol)> = snap
-            .listeners
-            .iter()
-            .map(|l| (l.port, l.protocol))
-            .collect();
         let [gw, vs, dr, se, we] = input.0.counts();
         let (generation, previous) = self.store.publish(snap);
         let replaced = self.last_input.replace(input);
@@ -442,15 +445,6 @@ impl ConfigTask {
             workload_entries = we,
             "config applied"
         );
-        // A port kept from the last config whose protocol changed (HTTP to TCP, say) has its
-        // deferred accept turned on or off.
-        for l in &snap_listeners {
-            if let Some(a) = self.active.get_mut(&l.0) {
-                if a.deferred != listen::defer::wanted(l.1) {
-                    a.deferred = listen::defer_accepts(&a.listener, l.0, l.1);
-                }
-            }
-        }
         for (b, protocol) in fresh {
             let deferred = listen::defer_accepts(&b.listener, b.port, protocol);
             let token = self.drain.token.child_token();

@@ -87,14 +87,17 @@ fn lock<I>(m: &Mutex<Shared<I>>) -> MutexGuard<'_, Shared<I>> {
 
 // === impl Shared ===
 
-impl<I: AsyncWrite + Unpin> Shared<I> {
+impl<I> Shared<I> {
+    /// The failure kept from a turn's end, if any.
     fn check(&self) -> io::Result<()> {
         match self.failed {
             Some(kind) => Err(kind.into()),
             None => Ok(()),
         }
     }
+}
 
+impl<I: AsyncWrite + Unpin> Shared<I> {
     /// Send every buffered byte.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.pos < self.buf.len() {
@@ -197,9 +200,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Coalesced<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let mut s = lock(&self.shared);
-        if let Some(kind) = s.failed {
-            return Poll::Ready(Err(kind.into()));
-        }
+        s.check()?;
         Pin::new(&mut s.io).poll_read(cx, buf)
     }
 }

@@ -142,6 +142,14 @@ impl Streamed {
         res
     }
 
+    /// Whether the client's body has been read to its end.
+    pub fn finished(&self) -> bool {
+        self.inc
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_end_stream()
+    }
+
     /// The whole body for a resend: reads what the last attempt left unread (while it fits
     /// the copy), then returns the copy; `None` when it is too large, broken, or still
     /// streaming after `wait`.

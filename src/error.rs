@@ -43,6 +43,10 @@ pub enum ErrorKind {
     PerTryTimeout,
     /// The route timeout fired.
     RouteTimeout,
+    /// The stream idle timeout fired after the whole request arrived (no response head).
+    StreamIdle,
+    /// The stream idle timeout fired while the request body was still due.
+    RequestIdle,
     /// A protocol upgrade (WebSocket) cannot be carried to this upstream (HTTP/2 only).
     UpgradeUnsupported,
 }
@@ -95,7 +99,11 @@ impl ProxyError {
             | ErrorKind::BadRequest
             | ErrorKind::RequestTooLarge
             | ErrorKind::NoRoute
-            | ErrorKind::Misdirected => Side::Downstream,
+            | ErrorKind::Misdirected
+            // Stream-level, as Envoy's connection manager sees it: not an upstream failure
+            // for outlier detection.
+            | ErrorKind::StreamIdle
+            | ErrorKind::RequestIdle => Side::Downstream,
             ErrorKind::Internal => Side::Internal,
             _ => Side::Upstream,
         }
@@ -109,6 +117,9 @@ impl ProxyError {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::PerTryTimeout | ErrorKind::RouteTimeout => StatusCode::GATEWAY_TIMEOUT,
+            // Envoy: 504 once the request was received whole, 408 while it was still due.
+            ErrorKind::StreamIdle => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::RequestIdle => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::UpgradeUnsupported => StatusCode::BAD_GATEWAY,
             // Envoy's 0 / "downstream disconnect" is not an HTTP status; nobody reads it.
@@ -145,6 +156,7 @@ impl ProxyError {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
             }
             ErrorKind::PerTryTimeout | ErrorKind::RouteTimeout => "upstream request timeout",
+            ErrorKind::StreamIdle | ErrorKind::RequestIdle => "stream timeout",
             ErrorKind::RequestTooLarge => "payload too large",
             ErrorKind::BadRequest => "bad request",
             ErrorKind::DownstreamClosed => "downstream closed",
@@ -163,6 +175,7 @@ impl ProxyError {
             ErrorKind::RefusedStream => "UR",
             ErrorKind::UpstreamReset => "UC",
             ErrorKind::PerTryTimeout | ErrorKind::RouteTimeout => "UT",
+            ErrorKind::StreamIdle | ErrorKind::RequestIdle => "SI",
             ErrorKind::DownstreamClosed => "DC",
             ErrorKind::RequestTooLarge | ErrorKind::BadRequest => "DPE",
             ErrorKind::Internal => "-",

@@ -790,10 +790,12 @@ impl Http1Gateway {
             mirrors: Default::default(),
             trace_sampling: boot.trace_sampling,
             max_request_target: boot.http_limits.max_request_target,
+            stream_idle_timeout: Some(boot.stream_idle_timeout).filter(|t| !t.is_zero()),
         });
         let settings = ServerSettings {
             header_read_timeout: boot.header_read_timeout,
             limits: boot.http_limits,
+            h2_idle_timeout: boot.h2_idle_timeout,
             preserve_header_case: boot.pool.preserve_header_case,
         };
         Ok(Self { proxy, settings })

@@ -106,6 +106,15 @@ struct LimitArgs {
     /// Passthrough and TCP connections are closed after this long without a byte [default: 1h].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     tcp_idle_timeout: Option<Duration>,
+    /// HTTP/2 connections with no open stream are sent GOAWAY and closed after this long
+    /// (Istio's `ISTIO_META_IDLE_TIMEOUT`); 0: never [default: 1h].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    h2_idle_timeout: Option<Duration>,
+    /// A request that waits this long for its response head with no request body byte in
+    /// between gets 504 (408 while its body is still due), flag SI; Envoy's
+    /// `stream_idle_timeout`; 0: off, as on Istio's gateway [default: 0s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    stream_idle_timeout: Option<Duration>,
     /// Requests in flight to one destination when its DestinationRule sets no
     /// `http2MaxRequests`; more get 503 UO; 0: unbounded, as in Istio [default: 10000].
     #[arg(long, value_name = "N")]
@@ -156,6 +165,8 @@ impl LimitArgs {
         set(&mut boot.pool.connect_timeout, self.connect_timeout);
         set(&mut boot.pool.idle_timeout, self.upstream_idle_timeout);
         set(&mut boot.tcp_idle_timeout, self.tcp_idle_timeout);
+        set(&mut boot.h2_idle_timeout, self.h2_idle_timeout);
+        set(&mut boot.stream_idle_timeout, self.stream_idle_timeout);
         set(&mut boot.max_connections, self.max_connections);
         if let Some(n) = self.max_requests_per_destination {
             boot.pool.max_requests = (n > 0).then_some(n);
@@ -642,6 +653,11 @@ mod tests {
                 "tcp-idle-timeout",
                 format!("{}h", boot.tcp_idle_timeout.as_secs() / 3600),
             ),
+            (
+                "h2-idle-timeout",
+                format!("{}h", boot.h2_idle_timeout.as_secs() / 3600),
+            ),
+            ("stream-idle-timeout", secs(boot.stream_idle_timeout)),
             ("max-connections", boot.max_connections.to_string()),
             (
                 "max-requests-per-destination",

@@ -130,6 +130,12 @@ pub struct Bootstrap {
     pub tls_handshake_timeout: Duration,
     /// Idle timeout of passthrough and TCP connections (default 1 h, Envoy's).
     pub tcp_idle_timeout: Duration,
+    /// An HTTP/2 connection with no open stream for this long is drained and closed (default
+    /// 1 h: Envoy's `idle_timeout`, which Istio's `ISTIO_META_IDLE_TIMEOUT` sets; zero: never).
+    pub h2_idle_timeout: Duration,
+    /// Longest silence while a request waits for its response head (Envoy's
+    /// `stream_idle_timeout`; default zero: off, as Istio configures its gateways).
+    pub stream_idle_timeout: Duration,
 }
 
 impl Default for Bootstrap {
@@ -156,6 +162,8 @@ impl Default for Bootstrap {
             drain_timeout: Duration::from_secs(30),
             tls_handshake_timeout: Duration::from_secs(10),
             tcp_idle_timeout: Duration::from_secs(3600),
+            h2_idle_timeout: Duration::from_secs(3600),
+            stream_idle_timeout: Duration::ZERO,
         }
     }
 }

@@ -19,6 +19,7 @@ use std::task::{Context, Poll};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::task::AtomicWaker;
+use tokio::time::Instant;
 
 use super::coalesce::TurnEnd;
 
@@ -74,6 +75,7 @@ impl StreamExec {
             inbox: self.inbox.clone(),
             streams: FuturesUnordered::new(),
             end,
+            idle_since: Some(Instant::now()),
         }
     }
 }
@@ -84,12 +86,19 @@ pub(super) struct Driven<'a, C: Future> {
     inbox: Arc<Inbox>,
     streams: FuturesUnordered<StreamFuture>,
     end: Option<Arc<dyn TurnEnd>>,
+    /// Since when no stream has been open (`None` while one is).
+    idle_since: Option<Instant>,
 }
 
 impl<C: Future> Driven<'_, C> {
     /// The connection, e.g. to start its graceful shutdown.
     pub(super) fn conn(&mut self) -> Pin<&mut C> {
         self.conn.as_mut()
+    }
+
+    /// Since when the connection has had no open stream, as of its last turn.
+    pub(super) fn idle_since(&self) -> Option<Instant> {
+        self.idle_since
     }
 
     /// Move what hyper spawned into the set; whether there was anything.
@@ -131,6 +140,12 @@ impl<C: Future> Future for Driven<'_, C> {
             this.poll_streams(cx);
         };
         this.inbox.polling.store(false, Ordering::Release);
+        // Read the clock only when the connection goes idle, not once per turn.
+        if !this.streams.is_empty() {
+            this.idle_since = None;
+        } else if this.idle_since.is_none() {
+            this.idle_since = Some(Instant::now());
+        }
         match done {
             Some(out) => Poll::Ready(out),
             None => {

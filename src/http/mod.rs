@@ -8,6 +8,7 @@ pub mod framing;
 mod h1;
 mod h2streams;
 pub mod headers;
+mod idle;
 mod keepalive;
 mod log;
 pub mod mirror;

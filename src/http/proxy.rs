@@ -20,6 +20,7 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 
 use super::headers;
+use super::idle::{IdleWatch, Stalled, Watched};
 use super::log::{RequestBytes, RequestRecord};
 use super::respond;
 use super::strict;
@@ -56,6 +57,9 @@ pub struct Proxy {
     pub trace_sampling: f64,
     /// Longest request target accepted (bytes); longer gets 414.
     pub max_request_target: usize,
+    /// Longest silence while a request waits for its response head (`--stream-idle-timeout`;
+    /// `None`: unbounded, as on Istio's gateway).
+    pub stream_idle_timeout: Option<std::time::Duration>,
 }
 
 /// What the request's connection tells about it.
@@ -476,16 +480,33 @@ impl Proxy {
             .and_then(|v| v.parse::<u64>().ok());
         // An upgrade's bytes flow through the tunnel after the 101, never as a body.
         let mut streamed: Option<Arc<AtomicU64>> = None;
+        let mut streamed_src: Option<Arc<Streamed>> = None;
         let mut slot = if body.is_end_stream() || upgrade.is_some() {
             BodySlot::Empty
         } else if content_length.is_some_and(|n| n <= self.max_replay_body as u64) {
             // Small bodies are buffered even without retries: the transparent resend after
             // the keep-alive race needs them too.
-            match Limited::new(body, self.max_replay_body).collect().await {
+            let collected = match self.stream_idle_timeout.filter(|t| !t.is_zero()) {
+                None => Limited::new(body, self.max_replay_body).collect().await,
+                Some(t) => {
+                    Limited::new(Watched::new(body, t), self.max_replay_body)
+                        .collect()
+                        .await
+                }
+            };
+            match collected {
                 Ok(c) => {
                     let b = c.to_bytes();
                     rec.request_bytes = RequestBytes::Known(b.len() as u64);
                     BodySlot::Buffered(b)
+                }
+                Err(e) if e.is::<Stalled>() => {
+                    let e = ProxyError::new(ErrorKind::RequestIdle);
+                    if rec.protocol == "grpc" {
+                        return finish_error(rec, &e);
+                    }
+                    let resp = close_if_body_due(respond::error(&e), &e, downstream_version);
+                    return finish(rec, resp, e.flag());
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "client request body failed");
@@ -496,10 +517,9 @@ impl Proxy {
             let count = Arc::new(AtomicU64::new(0));
             streamed = Some(count.clone());
             rec.request_bytes = RequestBytes::Counted(count.clone());
-            BodySlot::Stream {
-                src: Arc::new(Streamed::new(body, count, self.max_replay_body)),
-                sent: false,
-            }
+            let src = Arc::new(Streamed::new(body, count, self.max_replay_body));
+            streamed_src = Some(src.clone());
+            BodySlot::Stream { src, sent: false }
         };
 
         for m in route.mirrors.iter().filter(|m| roll(m.percent)) {
@@ -536,6 +556,12 @@ impl Proxy {
             Ok(a) => a,
             Err(_) => return finish_error(rec, &ProxyError::new(ErrorKind::Overflow)),
         };
+        // Activity so far: the head, and a buffered body that has fully arrived.
+        let mut idle = IdleWatch::new(
+            self.stream_idle_timeout,
+            streamed.as_deref(),
+            Instant::now(),
+        );
         let mut retry_slot = None;
         let idempotent = retry::is_idempotent(&parts.method);
         let deadline = route.timeout.map(|t| rec.start + t);
@@ -564,7 +590,7 @@ impl Proxy {
             // would take room twice in this future's state (~1.5 KiB each), and that state
             // is copied whenever hyper moves the request future (several times per HTTP/2
             // stream).
-            let attempt = pin_boxed!(async {
+            let mut attempt = pin_boxed!(async {
                 let co = ep.pool.checkout(fresh, &cluster.limits.conn).await?;
                 if upgrade.is_some() && co.is_h2() {
                     // Upgrades need HTTP/1.1 to the upstream (h2 has extended CONNECT instead).
@@ -615,16 +641,36 @@ impl Proxy {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let result = match limit {
-                Some(at) => match tokio::time::timeout_at(at.into(), attempt).await {
-                    Ok(r) => r,
-                    Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
-                        Err(ProxyError::new(ErrorKind::RouteTimeout))
+            let result = loop {
+                let at = match (limit, idle.as_ref().map(IdleWatch::next_check)) {
+                    (Some(a), Some(b)) => a.min(b),
+                    (a, b) => match a.or(b) {
+                        Some(at) => at,
+                        None => break (&mut attempt).await,
+                    },
+                };
+                match tokio::time::timeout_at(at.into(), &mut attempt).await {
+                    Ok(r) => break r,
+                    Err(_) => {
+                        let now = Instant::now();
+                        if deadline.is_some_and(|d| now >= d) {
+                            break Err(ProxyError::new(ErrorKind::RouteTimeout));
+                        }
+                        if per_try.is_some_and(|p| now >= p) {
+                            break Err(ProxyError::new(ErrorKind::PerTryTimeout));
+                        }
+                        if idle.as_mut().is_some_and(|w| w.expired(now)) {
+                            let whole = streamed_src.as_ref().is_none_or(|s| s.finished());
+                            break Err(ProxyError::new(if whole {
+                                ErrorKind::StreamIdle
+                            } else {
+                                ErrorKind::RequestIdle
+                            }));
+                        }
                     }
-                    Err(_) => Err(ProxyError::new(ErrorKind::PerTryTimeout)),
-                },
-                None => attempt.await,
+                }
             };
+            drop(attempt);
             fresh = false;
             rec.upstream = Some(ep.pool.label().clone());
             match result {
@@ -767,7 +813,7 @@ impl Proxy {
                         respond::error(&e)
                     };
                     rec.flags = flags;
-                    return finish_response(rec, resp);
+                    return finish_response(rec, close_if_body_due(resp, &e, downstream_version));
                 }
             }
         }
@@ -827,6 +873,20 @@ fn with_urx(flag: &'static str) -> &'static str {
 fn with_headers(mut resp: Response<ProxyBody>, h: Option<http::HeaderMap>) -> Response<ProxyBody> {
     if let Some(h) = h {
         resp.headers_mut().extend(h);
+    }
+    resp
+}
+
+/// An HTTP/1.1 connection whose request body was cut short by the stream idle timeout
+/// cannot carry another request: its framing is mid-body.
+fn close_if_body_due(
+    mut resp: Response<ProxyBody>,
+    e: &ProxyError,
+    version: Version,
+) -> Response<ProxyBody> {
+    if e.kind == ErrorKind::RequestIdle && version != Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }

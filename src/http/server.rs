@@ -28,6 +28,9 @@ pub struct ServerSettings {
     pub header_read_timeout: Duration,
     /// Size and HTTP/2 limits.
     pub limits: HttpLimits,
+    /// An HTTP/2 connection with no open stream for this long is drained and closed
+    /// (zero: never).
+    pub h2_idle_timeout: Duration,
     /// Answer HTTP/1.1 clients with header names in the case the upstream used
     /// (`--preserve-header-case`); off: lowercase, as Envoy and Istio do. Keeping the case
     /// costs about a sixth of the CPU of a proxied request (a second header map per message).
@@ -151,7 +154,15 @@ pub async fn serve<I>(
         return;
     }
     // Boxed: its state would otherwise size the task of every HTTP/1 connection too.
-    pin_boxed!(serve_h2(io, proxy, conn, limits, stop)).await;
+    pin_boxed!(serve_h2(
+        io,
+        proxy,
+        conn,
+        limits,
+        settings.h2_idle_timeout,
+        stop
+    ))
+    .await;
 }
 
 /// Serve an HTTP/2 prior-knowledge connection.
@@ -160,6 +171,7 @@ async fn serve_h2<I>(
     proxy: Arc<Proxy>,
     conn: ConnInfo,
     limits: HttpLimits,
+    idle_timeout: Duration,
     stop: &CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -192,17 +204,46 @@ async fn serve_h2<I>(
     let served = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(served);
     let mut driven = exec.drive(served.as_mut(), Some(end));
-    tokio::select! {
-        res = &mut driven => {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "connection ended with error");
+    // Looked at when it fires, and then set from the moment the connection last went idle:
+    // no timer work while streams come and go.
+    let idle_timeout = idle_timeout.min(super::idle::MAX_LIMIT);
+    let check = tokio::time::sleep(idle_timeout);
+    tokio::pin!(check);
+    loop {
+        tokio::select! {
+            res = &mut driven => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "connection ended with error");
+                }
+                return;
             }
-        }
-        () = stop.cancelled() => {
-            driven.conn().graceful_shutdown();
-            if let Err(e) = driven.await {
-                tracing::debug!(error = %e, "connection ended with error while draining");
+            () = stop.cancelled() => {
+                driven.conn().graceful_shutdown();
+                if let Err(e) = driven.await {
+                    tracing::debug!(error = %e, "connection ended with error while draining");
+                }
+                return;
+            }
+            () = &mut check, if !idle_timeout.is_zero() => {
+                let now = tokio::time::Instant::now();
+                match driven.idle_since() {
+                    Some(t) if now >= t + idle_timeout => break,
+                    Some(t) => check.as_mut().reset(t + idle_timeout),
+                    None => check.as_mut().reset(now + idle_timeout),
+                }
             }
         }
     }
+    // Envoy's drain sequence: GOAWAY, then the connection closes once the client has seen
+    // it, or after `H2_IDLE_DRAIN` if the client does not answer.
+    tracing::debug!("HTTP/2 connection idle: closing");
+    driven.conn().graceful_shutdown();
+    match tokio::time::timeout(H2_IDLE_DRAIN, driven).await {
+        Ok(Err(e)) => tracing::debug!(error = %e, "idle connection ended with error"),
+        Ok(Ok(())) => {}
+        Err(_) => tracing::debug!("idle connection did not finish its GOAWAY: dropped"),
+    }
 }
+
+/// How long an idle HTTP/2 connection's GOAWAY exchange may take (Envoy's `drain_timeout`).
+const H2_IDLE_DRAIN: Duration = Duration::from_secs(5);

@@ -1,0 +1,232 @@
+//! Idle bounds over real sockets: the stream idle timeout (`--stream-idle-timeout`, Envoy's
+//! `stream_idle_timeout`, off by default as on Istio's gateway) for a silent upstream, a
+//! stalled request body (buffered and streamed) and a body that trickles but keeps moving;
+//! and the HTTP/2 connection idle timeout (`--h2-idle-timeout`, Envoy's `idle_timeout`),
+//! which closes a connection only once no stream is open.
+//!
+//! Every test starts its own gateway and upstreams on ephemeral loopback ports, with limits
+//! of a few hundred milliseconds, and every wait is bounded.
+
+// Tests (and the shared harness they include) fail loudly by design.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use support::gateway::{http_gateway, service_entry};
+use support::{within, Client, TestGateway, Upstream, UpstreamHandle};
+
+const HOST: &str = "app.test";
+const LIMIT: Duration = Duration::from_millis(500);
+
+fn config(up: &UpstreamHandle) -> String {
+    format!(
+        "{}{}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: app\nspec:\n  hosts: [{HOST}]\n  gateways: [gw]\n  http:\n  - route: [{{destination: {{host: app.svc}}}}]\n",
+        http_gateway("gw", 8080, &[HOST]),
+        service_entry("app.svc", 80, "HTTP", &[(up, "v1")])
+    )
+}
+
+async fn start(up: &UpstreamHandle, stream_idle: Duration, h2_idle: Duration) -> TestGateway {
+    TestGateway::start_with(&config(up), |b| {
+        b.stream_idle_timeout = stream_idle;
+        b.h2_idle_timeout = h2_idle;
+    })
+    .await
+}
+
+async fn metrics(gw: &TestGateway) -> String {
+    Client::new(gw.admin(), "admin").send("/metrics").await.body
+}
+
+/// Whether `istio_requests_total` has a series with this code and flag.
+fn counted(m: &str, code: u16, flag: &str) -> bool {
+    m.lines().any(|l| {
+        l.starts_with("istio_requests_total{")
+            && l.contains(&format!("response_code=\"{code}\""))
+            && l.contains(&format!("response_flags=\"{flag}\""))
+    })
+}
+
+/// Read from `s` until the peer closes or `until` is in what arrived; what arrived.
+async fn read_until(s: &mut TcpStream, until: &str) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&out).contains(until) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_silent_upstream_gets_504_stream_timeout_over_h1_and_h2() {
+    let up = Upstream::new("app")
+        .delay(Duration::from_secs(60))
+        .run()
+        .await;
+    let gw = start(&up, LIMIT, Duration::ZERO).await;
+    for h2 in [false, true] {
+        let mut c = Client::new(gw.port(8080), HOST);
+        if h2 {
+            c = c.h2();
+        }
+        let t0 = Instant::now();
+        let r = within(c.send("/")).await;
+        let took = t0.elapsed();
+        assert_eq!(r.status, 504, "h2={h2}");
+        assert_eq!(r.body, "stream timeout", "h2={h2}");
+        // Fires at the limit after the last activity (the request), not before.
+        assert!(took >= LIMIT, "h2={h2}: answered after {took:?}");
+        assert!(took < LIMIT * 4, "h2={h2}: answered after {took:?}");
+    }
+    assert_eq!(up.hits(), 2);
+    assert!(counted(&metrics(&gw).await, 504, "SI"));
+}
+
+#[tokio::test]
+async fn without_the_flag_a_silent_upstream_is_waited_for_as_on_istio() {
+    let up = Upstream::new("app")
+        .delay(Duration::from_millis(1500))
+        .run()
+        .await;
+    let gw = start(&up, Duration::ZERO, Duration::ZERO).await;
+    // Three times the limit the other tests use, and still the upstream's answer.
+    let r = within(Client::new(gw.port(8080), HOST).send("/")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "app");
+}
+
+#[tokio::test]
+async fn a_stalled_small_body_gets_408_and_the_connection_closes() {
+    let up = Upstream::new("app").run().await;
+    let gw = start(&up, LIMIT, Duration::ZERO).await;
+    let mut s = TcpStream::connect(gw.port(8080)).await.unwrap();
+    // 100 bytes announced (buffered for replay), 10 sent.
+    s.write_all(
+        format!("POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 100\r\n\r\n0123456789")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let t0 = Instant::now();
+    let reply = within(read_until(&mut s, "\u{0}")).await;
+    assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
+    assert!(
+        reply.to_ascii_lowercase().contains("connection: close"),
+        "{reply}"
+    );
+    assert!(reply.ends_with("stream timeout"), "{reply}");
+    assert!(t0.elapsed() >= LIMIT, "after {:?}", t0.elapsed());
+    assert_eq!(up.hits(), 0, "a partial body reached the upstream");
+    assert!(counted(&metrics(&gw).await, 408, "SI"));
+}
+
+#[tokio::test]
+async fn a_stalled_streamed_body_gets_408_while_the_upstream_waits_for_it() {
+    let up = Upstream::new("app").run().await;
+    let gw = start(&up, LIMIT, Duration::ZERO).await;
+    let mut s = TcpStream::connect(gw.port(8080)).await.unwrap();
+    // Larger than the replay buffer (64 KiB): streamed to the upstream as it comes.
+    let head = format!("POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 1000000\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&[b'x'; 100_000]).await.unwrap();
+    let t0 = Instant::now();
+    let reply = within(read_until(&mut s, "stream timeout")).await;
+    assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
+    assert!(
+        reply.to_ascii_lowercase().contains("connection: close"),
+        "{reply}"
+    );
+    assert!(t0.elapsed() >= LIMIT, "after {:?}", t0.elapsed());
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_for_longer_than_the_limit_is_not_idle() {
+    let up = Upstream::new("app").run().await;
+    let gw = start(&up, LIMIT, Duration::ZERO).await;
+    let mut s = TcpStream::connect(gw.port(8080)).await.unwrap();
+    let head = format!("POST / HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    // 70 KiB at once (past the replay buffer: streamed), then a chunk every LIMIT/3 for
+    // four limits in all.
+    let big = vec![b'y'; 70 * 1024];
+    s.write_all(format!("{:x}\r\n", big.len()).as_bytes())
+        .await
+        .unwrap();
+    s.write_all(&big).await.unwrap();
+    s.write_all(b"\r\n").await.unwrap();
+    let t0 = Instant::now();
+    while t0.elapsed() < LIMIT * 4 {
+        tokio::time::sleep(LIMIT / 3).await;
+        s.write_all(b"5\r\nhello\r\n").await.unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").await.unwrap();
+    let reply = within(read_until(&mut s, "\r\n\r\napp")).await;
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    assert_eq!(up.hits(), 1);
+    assert!(up.last().body.len() > 70 * 1024);
+}
+
+#[tokio::test]
+async fn an_idle_h2_connection_is_closed_only_once_no_stream_is_open() {
+    let up = Upstream::new("app").delay(LIMIT * 3).run().await;
+    let gw = start(&up, Duration::ZERO, LIMIT).await;
+    let tcp = TcpStream::connect(gw.port(8080)).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    // A request that takes three limits: its open stream keeps the connection.
+    let req = Request::get(format!("http://{HOST}/"))
+        .body(Empty::new())
+        .unwrap();
+    let resp = within(tx.send_request(req)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "app");
+    // Then nothing: the gateway sends GOAWAY and closes about one limit later.
+    let t0 = Instant::now();
+    let ended = within(conn).await.unwrap();
+    let took = t0.elapsed();
+    assert!(ended.is_ok(), "{ended:?}");
+    assert!(took >= LIMIT / 2, "closed after only {took:?}");
+    assert!(took < LIMIT * 6, "closed after {took:?}");
+}
+
+#[tokio::test]
+async fn h2_connections_stay_open_without_the_idle_timeout() {
+    let up = Upstream::new("app").run().await;
+    let gw = start(&up, Duration::ZERO, Duration::ZERO).await;
+    let tcp = TcpStream::connect(gw.port(8080)).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let mut conn = tokio::spawn(conn);
+    let req = || {
+        Request::get(format!("http://{HOST}/"))
+            .body(Empty::new())
+            .unwrap()
+    };
+    assert_eq!(within(tx.send_request(req())).await.unwrap().status(), 200);
+    assert!(
+        tokio::time::timeout(LIMIT * 3, &mut conn).await.is_err(),
+        "the connection closed with the idle timeout off"
+    );
+    assert_eq!(within(tx.send_request(req())).await.unwrap().status(), 200);
+}

@@ -230,3 +230,210 @@ async fn h2_connections_stay_open_without_the_idle_timeout() {
     );
     assert_eq!(within(tx.send_request(req())).await.unwrap().status(), 200);
 }
+
+/// An HTTP/1.1 upstream that answers every request with a head announcing `len` bytes,
+/// then sends `pieces` pieces of 10 bytes, one every `gap` (all at once for no gap), and
+/// then stays silent.
+async fn trickling_upstream(len: usize, pieces: usize, gap: Duration) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                read_until(&mut s, "\r\n\r\n").await;
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                if gap.is_zero() {
+                    if s.write_all(&b"0123456789".repeat(pieces)).await.is_err() {
+                        return;
+                    }
+                } else {
+                    for _ in 0..pieces {
+                        if s.write_all(b"0123456789").await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(gap).await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            });
+        }
+    });
+    port
+}
+
+fn trickle_config(port: u16) -> String {
+    format!(
+        "{}apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: trickle\nspec:\n  hosts: [trickle.svc]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: app\nspec:\n  hosts: [{HOST}]\n  gateways: [gw]\n  http:\n  - route: [{{destination: {{host: trickle.svc}}}}]\n",
+        http_gateway("gw", 8080, &[HOST])
+    )
+}
+
+/// An h2c client to the gateway with RFC 9113's default 64 KiB windows (hyper's client
+/// would take 2 MiB per stream).
+async fn h2c(gw: &TestGateway) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+    let tcp = TcpStream::connect(gw.port(8080)).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
+/// The response to GET / on `tx`: its head first, then (after `pause`) its whole body.
+async fn get_after(
+    tx: &mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    pause: Duration,
+) -> (u16, Result<Bytes, hyper::Error>) {
+    let req = Request::get(format!("http://{HOST}/"))
+        .body(Empty::new())
+        .unwrap();
+    let resp = within(tx.send_request(req)).await.unwrap();
+    let status = resp.status().as_u16();
+    tokio::time::sleep(pause).await;
+    let body = within(resp.into_body().collect())
+        .await
+        .map(|c| c.to_bytes());
+    (status, body)
+}
+
+#[tokio::test]
+async fn an_h2_response_whose_upstream_stalls_is_reset_after_the_limit() {
+    let port = trickling_upstream(1000, 2, Duration::ZERO).await;
+    let gw = TestGateway::start_with(&trickle_config(port), |b| {
+        b.stream_idle_timeout = LIMIT;
+    })
+    .await;
+    let mut tx = h2c(&gw).await;
+    let t0 = Instant::now();
+    let (status, body) = get_after(&mut tx, Duration::ZERO).await;
+    let took = t0.elapsed();
+    assert_eq!(status, 200);
+    assert!(body.is_err(), "a stalled body ended normally: {body:?}");
+    assert!(took >= LIMIT, "reset after only {took:?}");
+    assert!(took < LIMIT * 4, "reset after {took:?}");
+    // The connection carries on; the stream was logged with SI.
+    let (status, _) = get_after(&mut tx, Duration::ZERO).await;
+    assert_eq!(status, 200);
+    assert!(counted(&metrics(&gw).await, 200, "SI"));
+}
+
+#[tokio::test]
+async fn an_h2_response_that_keeps_moving_is_not_idle() {
+    // 40 pieces, one every LIMIT/5: eight limits in all.
+    let port = trickling_upstream(400, 40, LIMIT / 5).await;
+    let gw = TestGateway::start_with(&trickle_config(port), |b| {
+        b.stream_idle_timeout = LIMIT;
+    })
+    .await;
+    let mut tx = h2c(&gw).await;
+    let (status, body) = within_for_long(get_after(&mut tx, Duration::ZERO)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.unwrap().len(), 400);
+}
+
+#[tokio::test]
+async fn an_h2_client_that_stops_reading_is_reset_only_with_the_stream_idle_timeout() {
+    // 100,000 pieces of 10 bytes sent back to back: the client's 64 KiB window fills at
+    // once and it reads nothing more for three limits.
+    for on in [true, false] {
+        let port = trickling_upstream(1_000_000, 100_000, Duration::ZERO).await;
+        let gw = TestGateway::start_with(&trickle_config(port), |b| {
+            if on {
+                b.stream_idle_timeout = LIMIT;
+            }
+        })
+        .await;
+        let mut tx = h2c(&gw).await;
+        // The head, then no reading for three limits.
+        let (status, body) = get_after(&mut tx, LIMIT * 3).await;
+        assert_eq!(status, 200);
+        if on {
+            assert!(body.is_err(), "a stalled client's stream was kept");
+        } else {
+            assert_eq!(
+                body.unwrap().len(),
+                1_000_000,
+                "the stream was cut with the timeout off"
+            );
+        }
+    }
+}
+
+async fn within_for_long<T>(fut: impl std::future::Future<Output = T>) -> T {
+    support::within_for(Duration::from_secs(20), fut).await
+}
+
+/// An HTTP/1.1 upstream that answers a chunked request's head at once, then waits for the
+/// request body to end before it ends its response with `done`.
+async fn answer_first_upstream() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
+        read_until(&mut s, "\r\n\r\n").await;
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        s.write_all(head.as_bytes()).await.unwrap();
+        // The last chunk (and no trailers) ends the request body.
+        read_until(&mut s, "\r\n0\r\n\r\n").await;
+        let _ = s.write_all(b"4\r\ndone\r\n0\r\n\r\n").await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+    port
+}
+
+#[tokio::test]
+async fn an_answered_h2_stream_whose_request_body_still_moves_is_not_idle() {
+    use http_body_util::combinators::UnsyncBoxBody;
+    use http_body_util::StreamBody;
+    type Streamed = UnsyncBoxBody<Bytes, std::convert::Infallible>;
+    let port = answer_first_upstream().await;
+    let gw = TestGateway::start_with(&trickle_config(port), |b| {
+        b.stream_idle_timeout = LIMIT;
+    })
+    .await;
+    let tcp = TcpStream::connect(gw.port(8080)).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Streamed>(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let (body_tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+        let b = rx.recv().await?;
+        Some((Ok(hyper::body::Frame::data(b)), rx))
+    });
+    let body: Streamed = StreamBody::new(frames).boxed_unsync();
+    let req = Request::post(format!("http://{HOST}/")).body(body).unwrap();
+    let sent = tokio::spawn(async move { tx.send_request(req).await });
+    // Past the replay buffer (64 KiB): streamed upstream as it comes.
+    body_tx
+        .send(Bytes::from(vec![b'z'; 70 * 1024]))
+        .await
+        .unwrap();
+    let resp = within(sent).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    // The response head is out and its body silent; only the request body moves, a piece
+    // every LIMIT/3 for four limits.
+    let t0 = Instant::now();
+    while t0.elapsed() < LIMIT * 4 {
+        tokio::time::sleep(LIMIT / 3).await;
+        body_tx
+            .send(Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
+    }
+    drop(body_tx);
+    let body = within(resp.into_body().collect()).await.unwrap().to_bytes();
+    assert_eq!(body, "done");
+}

@@ -22,8 +22,32 @@ use futures_util::task::AtomicWaker;
 use tokio::time::Instant;
 
 use super::coalesce::TurnEnd;
+use super::idle::StreamActivity;
 
 type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A spawned future and, for a request stream under the stream idle timeout, its activity:
+/// each poll counts as activity, and an expired stream ends at its next poll (dropping the
+/// future resets the stream).
+struct Tracked {
+    fut: StreamFuture,
+    act: Option<Arc<StreamActivity>>,
+}
+
+impl Future for Tracked {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if let Some(act) = &this.act {
+            if act.is_expired() {
+                return Poll::Ready(());
+            }
+            act.touch(cx);
+        }
+        this.fut.as_mut().poll(cx)
+    }
+}
 
 /// The executor handed to hyper's HTTP/2 server: it queues what hyper spawns for the
 /// [`Driven`] future of the same connection.
@@ -34,7 +58,7 @@ pub(super) struct StreamExec {
 
 #[derive(Default)]
 struct Inbox {
-    queue: Mutex<Vec<StreamFuture>>,
+    queue: Mutex<Queue>,
     /// Set while `Driven` polls: what is queued then is taken in the same turn, and waking
     /// the running task would only make tokio poll it once more.
     polling: AtomicBool,
@@ -42,8 +66,16 @@ struct Inbox {
     waker: AtomicWaker,
 }
 
+#[derive(Default)]
+struct Queue {
+    spawned: Vec<Tracked>,
+    /// The activity of the stream whose future comes next: hyper calls the service (which
+    /// sets this) and at once hands the stream's future to `execute`.
+    next: Option<Arc<StreamActivity>>,
+}
+
 impl Inbox {
-    fn queue(&self) -> MutexGuard<'_, Vec<StreamFuture>> {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
         // A panic while the lock was held left nothing half-done: a push or a drain.
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -54,7 +86,13 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, fut: F) {
-        self.inbox.queue().push(Box::pin(fut));
+        let mut queue = self.inbox.queue();
+        let act = queue.next.take();
+        queue.spawned.push(Tracked {
+            fut: Box::pin(fut),
+            act,
+        });
+        drop(queue);
         if !self.inbox.polling.load(Ordering::Acquire) {
             self.inbox.waker.wake();
         }
@@ -62,6 +100,11 @@ where
 }
 
 impl StreamExec {
+    /// Watch the stream whose future hyper spawns next (see `Queue::next`).
+    pub(super) fn track_next(&self, act: Arc<StreamActivity>) {
+        self.inbox.queue().next = Some(act);
+    }
+
     /// Drive `conn` (the hyper connection built with this executor) and the streams it
     /// spawns; completes with the connection. `end`, when given, writes what the connection
     /// buffered at the end of each turn (see `coalesce`).
@@ -84,7 +127,7 @@ impl StreamExec {
 pub(super) struct Driven<'a, C: Future> {
     conn: Pin<&'a mut C>,
     inbox: Arc<Inbox>,
-    streams: FuturesUnordered<StreamFuture>,
+    streams: FuturesUnordered<Tracked>,
     end: Option<Arc<dyn TurnEnd>>,
     /// Since when no stream has been open (`None` while one is).
     idle_since: Option<Instant>,
@@ -104,11 +147,20 @@ impl<C: Future> Driven<'_, C> {
     /// Move what hyper spawned into the set; whether there was anything.
     fn take_spawned(&mut self) -> bool {
         let mut queue = self.inbox.queue();
-        if queue.is_empty() {
+        if queue.spawned.is_empty() {
             return false;
         }
-        self.streams.extend(queue.drain(..));
+        self.streams.extend(queue.spawned.drain(..));
         true
+    }
+
+    /// One stream idle sweep over the answered streams; how many it expired.
+    pub(super) fn sweep(&self) -> usize {
+        self.streams
+            .iter()
+            .filter_map(|t| t.act.as_ref())
+            .filter(|a| a.sweep())
+            .count()
     }
 
     /// Poll every stream that was woken (and every new one) until none is ready.
@@ -154,7 +206,7 @@ impl<C: Future> Future for Driven<'_, C> {
                     end.drain(cx);
                 }
                 // Queued from elsewhere after the last look, while `polling` was still set.
-                if !this.inbox.queue().is_empty() {
+                if !this.inbox.queue().spawned.is_empty() {
                     cx.waker().wake_by_ref();
                 }
                 Poll::Pending

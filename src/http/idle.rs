@@ -1,8 +1,9 @@
-//! The stream idle timeout while a request waits for its response head (Envoy's
-//! `stream_idle_timeout`, default 5 min): with no byte of request body and no response for
-//! that long, the client gets 408 `stream timeout` (flag `SI`) instead of waiting forever on
-//! an upstream that accepted the request and went silent. A route `timeout` bounds the whole
-//! exchange; this bounds silence, and Istio leaves the route timeout off by default.
+//! The stream idle timeout (Envoy's `stream_idle_timeout`; `--stream-idle-timeout`, off by
+//! default as istiod configures gateways). While a request waits for its response head
+//! ([`IdleWatch`], in the proxy's retry loop): with no byte of request body and no response
+//! for that long, the client gets 504 `stream timeout` (408 while its body was still due),
+//! flag `SI`, instead of waiting forever on an upstream that accepted the request and went
+//! silent. A route `timeout` bounds the whole exchange; this bounds silence.
 //!
 //! Activity is the request's start, the end of a buffered body, and every byte of a streamed
 //! body (its running count, read at each check, so the body's hot path pays nothing). While
@@ -12,18 +13,85 @@
 //! A small body that is buffered before it is sent (to be replayable) is read under the
 //! same limit, frame to frame ([`Watched`]).
 //!
-//! Depends on: std, tokio (timer), http-body.
+//! HTTP/2 streams whose response head has gone out are watched by their connection
+//! ([`StreamActivity`], swept from `server::serve_h2`, polled through `h2streams`).
+//!
+//! Depends on: std, tokio (timer), http-body, futures-util (`AtomicWaker`).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
 use crate::body::DOWNSTREAM_FAILED;
+
+/// Sweeps of a quarter limit each without activity that expire an answered HTTP/2 stream:
+/// it fires between one and one and a quarter limits after the stream's last activity.
+pub(super) const QUIET_SWEEPS: u32 = 5;
+
+/// One HTTP/2 stream's activity once its response head has gone out, when the stream idle
+/// timeout is on. Its future's polls are activity (it is polled only when woken: by data
+/// from the upstream, window from the client, or its end), and so is a streamed request
+/// body's byte count, read at each sweep; the connection sweeps every quarter limit and
+/// expires a stream that stayed quiet, which its future then ends (a reset to the client).
+#[derive(Debug, Default)]
+pub(crate) struct StreamActivity {
+    quiet: AtomicU32,
+    responded: AtomicBool,
+    expired: AtomicBool,
+    body: OnceLock<Arc<AtomicU64>>,
+    seen: AtomicU64,
+    waker: AtomicWaker,
+}
+
+impl StreamActivity {
+    /// The stream's future is being polled by `cx`'s task.
+    pub(super) fn touch(&self, cx: &Context<'_>) {
+        self.quiet.store(0, Ordering::Relaxed);
+        self.waker.register(cx.waker());
+    }
+
+    /// The response head was handed over: from now on the sweeps watch the stream.
+    pub(super) fn responded(&self) {
+        self.responded.store(true, Ordering::Relaxed);
+    }
+
+    /// Count a streamed request body's bytes as activity.
+    pub(super) fn watch_body(&self, count: Arc<AtomicU64>) {
+        let _ = self.body.set(count);
+    }
+
+    /// Whether a sweep expired the stream.
+    pub(crate) fn is_expired(&self) -> bool {
+        self.expired.load(Ordering::Relaxed)
+    }
+
+    /// One sweep; true when it expired the stream (and woke its future to end it).
+    pub(super) fn sweep(&self) -> bool {
+        if !self.responded.load(Ordering::Relaxed) || self.is_expired() {
+            return false;
+        }
+        if let Some(count) = self.body.get() {
+            let n = read(count);
+            if self.seen.swap(n, Ordering::Relaxed) != n {
+                self.quiet.store(0, Ordering::Relaxed);
+                return false;
+            }
+        }
+        if self.quiet.fetch_add(1, Ordering::Relaxed) + 1 < QUIET_SWEEPS {
+            return false;
+        }
+        self.expired.store(true, Ordering::Relaxed);
+        self.waker.wake();
+        true
+    }
+}
 
 /// Longer limits are taken as this one (ten years), so deadlines cannot overflow.
 pub(super) const MAX_LIMIT: Duration = Duration::from_secs(10 * 365 * 24 * 3600);

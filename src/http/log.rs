@@ -44,6 +44,8 @@ pub(crate) struct RequestRecord {
     pub(crate) in_flight: Option<InFlight>,
     /// Holds the request's slot under the cluster's connectionPool limits until the body ends.
     pub(crate) admitted: Option<Admitted>,
+    /// An HTTP/2 stream under the stream idle timeout: an expiry is flagged `SI`.
+    pub(crate) stream: Option<Arc<super::idle::StreamActivity>>,
 }
 
 /// Request details only Envoy's default access log line prints.
@@ -92,7 +94,9 @@ impl Completion for RequestRecord {
             ),
             None => ("unknown", "unknown", "unknown", "", "unknown"),
         };
-        let base = if !complete && self.flags == "-" {
+        let base = if !complete && self.stream.as_ref().is_some_and(|s| s.is_expired()) {
+            "SI"
+        } else if !complete && self.flags == "-" {
             "DC"
         } else {
             self.flags

@@ -20,7 +20,7 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 
 use super::headers;
-use super::idle::{IdleWatch, Stalled, Watched};
+use super::idle::{IdleWatch, Stalled, StreamActivity, Watched};
 use super::log::{RequestBytes, RequestRecord};
 use super::respond;
 use super::strict;
@@ -218,6 +218,7 @@ impl Proxy {
             conn: None,
             in_flight: None,
             admitted: None,
+            stream: parts.extensions.get::<Arc<StreamActivity>>().cloned(),
         });
         if let Err(r) = strict::check(
             parts.version,
@@ -515,6 +516,9 @@ impl Proxy {
             }
         } else {
             let count = Arc::new(AtomicU64::new(0));
+            if let Some(act) = &rec.stream {
+                act.watch_body(count.clone());
+            }
             streamed = Some(count.clone());
             rec.request_bytes = RequestBytes::Counted(count.clone());
             let src = Arc::new(Streamed::new(body, count, self.max_replay_body));

@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::h2streams::StreamExec;
+use super::idle::StreamActivity;
 use super::keepalive;
 use super::proxy::{ConnInfo, Proxy};
 use crate::body::DownBody;
@@ -177,17 +178,33 @@ async fn serve_h2<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Arc::new(conn);
-    // Each stream's future is boxed: hyper moves its stream (which holds this future) into
-    // the executor, and the whole request state is kilobytes.
-    let service = service_fn(move |req| {
-        let proxy = proxy.clone();
-        let conn = conn.clone();
-        pin_boxed!(async move {
-            Ok::<_, Infallible>(proxy.handle(req.map(DownBody::Hyper), &conn).await)
-        })
-    });
     // The connection's streams run on this task (see `h2streams`).
     let exec = StreamExec::default();
+    let stream_idle = proxy
+        .stream_idle_timeout
+        .map(|t| t.min(super::idle::MAX_LIMIT));
+    let tracker = exec.clone();
+    // Each stream's future is boxed: hyper moves its stream (which holds this future) into
+    // the executor, and the whole request state is kilobytes.
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        let proxy = proxy.clone();
+        let conn = conn.clone();
+        // Under the stream idle timeout, the proxy watches the wait for the head and the
+        // connection's sweeps watch the rest (see `idle`).
+        let act = stream_idle.map(|_| {
+            let act = Arc::new(StreamActivity::default());
+            tracker.track_next(act.clone());
+            req.extensions_mut().insert(act.clone());
+            act
+        });
+        pin_boxed!(async move {
+            let resp = proxy.handle(req.map(DownBody::Hyper), &conn).await;
+            if let Some(act) = act {
+                act.responded();
+            }
+            Ok::<_, Infallible>(resp)
+        })
+    });
     let mut builder = hyper::server::conn::http2::Builder::new(exec.clone());
     builder
         .timer(TokioTimer::new())
@@ -204,10 +221,17 @@ async fn serve_h2<I>(
     let served = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(served);
     let mut driven = exec.drive(served.as_mut(), Some(end));
-    // Looked at when it fires, and then set from the moment the connection last went idle:
-    // no timer work while streams come and go.
+    // One timer for both idle bounds, looked at when it fires: the connection's is then set
+    // from the moment it last went idle (no timer work while streams come and go), and the
+    // stream sweep runs every quarter of the stream limit.
     let idle_timeout = idle_timeout.min(super::idle::MAX_LIMIT);
-    let check = tokio::time::sleep(idle_timeout);
+    let sweep_every = stream_idle.map(|t| (t / 4).max(Duration::from_millis(1)));
+    let start = tokio::time::Instant::now();
+    let mut next_sweep = sweep_every.map(|p| start + p);
+    let next_idle = (!idle_timeout.is_zero()).then(|| start + idle_timeout);
+    let armed = next_sweep.is_some() || next_idle.is_some();
+    let first = earliest(next_sweep, next_idle).unwrap_or(start);
+    let check = tokio::time::sleep_until(first);
     tokio::pin!(check);
     loop {
         tokio::select! {
@@ -224,12 +248,25 @@ async fn serve_h2<I>(
                 }
                 return;
             }
-            () = &mut check, if !idle_timeout.is_zero() => {
+            () = &mut check, if armed => {
                 let now = tokio::time::Instant::now();
-                match driven.idle_since() {
-                    Some(t) if now >= t + idle_timeout => break,
-                    Some(t) => check.as_mut().reset(t + idle_timeout),
-                    None => check.as_mut().reset(now + idle_timeout),
+                if let (Some(at), Some(every)) = (next_sweep, sweep_every) {
+                    if now >= at {
+                        let expired = driven.sweep();
+                        if expired > 0 {
+                            tracing::debug!(expired, "HTTP/2 streams reset by the stream idle timeout");
+                        }
+                        next_sweep = Some(now + every);
+                    }
+                }
+                let next_idle = (!idle_timeout.is_zero()).then(|| {
+                    driven.idle_since().map_or(now, |t| t) + idle_timeout
+                });
+                if next_idle.is_some_and(|t| now >= t) {
+                    break;
+                }
+                if let Some(at) = earliest(next_sweep, next_idle) {
+                    check.as_mut().reset(at);
                 }
             }
         }
@@ -242,6 +279,16 @@ async fn serve_h2<I>(
         Ok(Err(e)) => tracing::debug!(error = %e, "idle connection ended with error"),
         Ok(Ok(())) => {}
         Err(_) => tracing::debug!("idle connection did not finish its GOAWAY: dropped"),
+    }
+}
+
+fn earliest(
+    a: Option<tokio::time::Instant>,
+    b: Option<tokio::time::Instant>,
+) -> Option<tokio::time::Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -244,7 +244,10 @@ async fn trickling_upstream(len: usize, pieces: usize, gap: Duration) -> u16 {
             };
             tokio::spawn(async move {
                 read_until(&mut s, "\r\n\r\n").await;
-                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+                // One response per connection: a finished one is not reused for the next.
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+                );
                 if s.write_all(head.as_bytes()).await.is_err() {
                     return;
                 }
@@ -428,12 +431,104 @@ async fn an_answered_h2_stream_whose_request_body_still_moves_is_not_idle() {
     let t0 = Instant::now();
     while t0.elapsed() < LIMIT * 4 {
         tokio::time::sleep(LIMIT / 3).await;
-        body_tx
-            .send(Bytes::from_static(b"hello"))
-            .await
-            .unwrap();
+        body_tx.send(Bytes::from_static(b"hello")).await.unwrap();
     }
     drop(body_tx);
     let body = within(resp.into_body().collect()).await.unwrap().to_bytes();
     assert_eq!(body, "done");
+}
+
+/// Send `req` on a new connection and read until the gateway closes it (or 10 s pass);
+/// what arrived and when the close came.
+async fn h1_until_close(gw: &TestGateway, req: &str) -> (String, Duration) {
+    let mut s = TcpStream::connect(gw.port(8080)).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let t0 = Instant::now();
+    let got = within(read_until(&mut s, "\u{0}")).await;
+    (got, t0.elapsed())
+}
+
+#[tokio::test]
+async fn an_h1_response_whose_upstream_stalls_closes_the_connection_on_both_paths() {
+    let port = trickling_upstream(1000, 2, Duration::ZERO).await;
+    let gw = TestGateway::start_with(&trickle_config(port), |b| {
+        b.stream_idle_timeout = LIMIT;
+    })
+    .await;
+    // A plain GET (the fast path), then one with a chunked body (served by hyper).
+    let plain = format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+    let chunked =
+        format!("POST / HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    for req in [plain, chunked] {
+        let (got, took) = h1_until_close(&gw, &req).await;
+        assert!(got.starts_with("HTTP/1.1 200 "), "{got}");
+        assert!(got.ends_with("01234567890123456789"), "{got}");
+        assert!(took >= LIMIT, "closed after only {took:?}");
+        assert!(took < LIMIT * 4, "closed after {took:?}");
+    }
+    let m = metrics(&gw).await;
+    assert!(
+        m.lines().any(|l| l.starts_with("istio_requests_total{")
+            && l.contains("response_code=\"200\"")
+            && l.contains("response_flags=\"SI\"")
+            && l.ends_with(" 2")),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn an_h1_response_that_keeps_moving_is_not_idle_on_both_paths() {
+    let port = trickling_upstream(400, 40, LIMIT / 5).await;
+    let gw = TestGateway::start_with(&trickle_config(port), |b| {
+        b.stream_idle_timeout = LIMIT;
+    })
+    .await;
+    let plain = format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
+    let chunked = format!(
+        "POST / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    );
+    for req in [chunked, plain] {
+        let mut s = TcpStream::connect(gw.port(8080)).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let got = within_for_long(read_until(&mut s, "\u{0}")).await;
+        let body = got.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        assert_eq!(body.len(), 400, "{got}");
+    }
+}
+
+#[tokio::test]
+async fn an_h1_client_that_stops_reading_is_cut_off_only_with_the_stream_idle_timeout() {
+    // A multiple of the upstream's 10-byte pieces.
+    const BIG: usize = 32_000_000;
+    for on in [true, false] {
+        let port = trickling_upstream(BIG, BIG / 10, Duration::ZERO).await;
+        let gw = TestGateway::start_with(&trickle_config(port), |b| {
+            if on {
+                b.stream_idle_timeout = LIMIT;
+            }
+        })
+        .await;
+        let mut s = TcpStream::connect(gw.port(8080)).await.unwrap();
+        s.write_all(
+            format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut first = [0u8; 1024];
+        let n = within(s.read(&mut first)).await.unwrap();
+        assert!(first[..n].starts_with(b"HTTP/1.1 200 "));
+        // Socket buffers fill; then three limits without reading.
+        tokio::time::sleep(LIMIT * 3).await;
+        let mut rest = Vec::new();
+        within_for_long(s.read_to_end(&mut rest)).await.unwrap_or(0);
+        let total = n + rest.len();
+        if on {
+            assert!(
+                total < BIG,
+                "a client that stopped reading got everything ({total})"
+            );
+        } else {
+            assert!(total > BIG, "cut off with the timeout off: {total} bytes");
+        }
+    }
 }

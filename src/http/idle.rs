@@ -13,8 +13,11 @@
 //! A small body that is buffered before it is sent (to be replayable) is read under the
 //! same limit, frame to frame ([`Watched`]).
 //!
-//! HTTP/2 streams whose response head has gone out are watched by their connection
-//! ([`StreamActivity`], swept from `server::serve_h2`, polled through `h2streams`).
+//! Once the response head has gone out: HTTP/2 streams are watched by their connection
+//! ([`StreamActivity`], swept from `server::serve_h2`, polled through `h2streams`), and an
+//! HTTP/1.1 response being written by its connection's task ([`quiet`] on the fast path,
+//! [`QuietTicks`] in `keepalive::serve_round`), which closes the connection when it stalls.
+//! Either way the request's record is flagged `SI` through its `StreamActivity`.
 //!
 //! Depends on: std, tokio (timer), http-body, futures-util (`AtomicWaker`).
 
@@ -67,6 +70,11 @@ impl StreamActivity {
         let _ = self.body.set(count);
     }
 
+    /// The stream timed out: its end is logged with `SI`.
+    pub(super) fn expire(&self) {
+        self.expired.store(true, Ordering::Relaxed);
+    }
+
     /// Whether a sweep expired the stream.
     pub(crate) fn is_expired(&self) -> bool {
         self.expired.load(Ordering::Relaxed)
@@ -90,6 +98,82 @@ impl StreamActivity {
         self.expired.store(true, Ordering::Relaxed);
         self.waker.wake();
         true
+    }
+}
+
+/// Run `fut` (an HTTP/1.1 response being written) under the stream idle timeout: every poll
+/// the timer did not cause is activity (the future is polled only when woken: by response
+/// bytes from the upstream, or room in the client's socket). Quiet for `QUIET_SWEEPS`
+/// quarter limits in a row, `fut` is dropped, `act` expired, and `None` returned.
+pub(super) async fn quiet<F: Future>(
+    limit: Duration,
+    act: &StreamActivity,
+    fut: F,
+) -> Option<F::Output> {
+    let mut ticks = QuietTicks::new(limit);
+    let tick = tokio::time::sleep(ticks.period);
+    tokio::pin!(tick, fut);
+    std::future::poll_fn(|cx| {
+        if ticks.poll(tick.as_mut(), cx, true, false).is_ready() {
+            act.expire();
+            return Poll::Ready(None);
+        }
+        fut.as_mut().poll(cx).map(Some)
+    })
+    .await
+}
+
+/// The quarter-limit ticks of an HTTP/1.1 connection's stream idle check.
+#[derive(Debug)]
+pub(super) struct QuietTicks {
+    period: Duration,
+    quiet: u32,
+}
+
+impl QuietTicks {
+    /// Ticks for `limit`.
+    pub(super) fn new(limit: Duration) -> Self {
+        Self {
+            period: (limit.min(MAX_LIMIT) / 4).max(Duration::from_millis(1)),
+            quiet: 0,
+        }
+    }
+
+    /// The tick period.
+    pub(super) fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// Called on every poll of the watched work, before it is polled: `Ready` once it has
+    /// been quiet for `QUIET_SWEEPS` ticks while `watching` (a response being written).
+    /// A poll that neither this tick nor another timer of the task (`timer_woke`) caused
+    /// is activity.
+    pub(super) fn poll(
+        &mut self,
+        mut tick: Pin<&mut Sleep>,
+        cx: &mut Context<'_>,
+        watching: bool,
+        timer_woke: bool,
+    ) -> Poll<()> {
+        if tick.as_mut().poll(cx).is_pending() {
+            if !timer_woke {
+                self.quiet = 0;
+            }
+            return Poll::Pending;
+        }
+        if watching {
+            self.quiet += 1;
+            if self.quiet >= QUIET_SWEEPS {
+                return Poll::Ready(());
+            }
+        } else {
+            self.quiet = 0;
+        }
+        tick.as_mut()
+            .reset(tokio::time::Instant::now() + self.period);
+        // Registers the new deadline with this task.
+        let _ = tick.poll(cx);
+        Poll::Pending
     }
 }
 

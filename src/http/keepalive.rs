@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::framing::Guarded;
 use super::h1::{Fast, Next};
+use super::idle::{QuietTicks, StreamActivity};
 use super::proxy::ConnInfo;
 use super::upgrade::{Handover, Io};
 use crate::inplace::pin_boxed;
@@ -57,8 +58,13 @@ pub(super) struct Round {
     rest: Arc<AtomicBool>,
     /// Requests handed to the proxy.
     started: AtomicU32,
+    /// Responses the proxy handed back to hyper.
+    responded: AtomicU32,
     /// Response bodies hyper has finished with (written, or abandoned).
     finished: AtomicU32,
+    /// The stream idle timeout (`None`: off) and the activity of the latest request.
+    idle: Option<Duration>,
+    current: Mutex<Option<Arc<StreamActivity>>>,
     /// Rounds that ended with the connection parked.
     parks: AtomicU64,
     /// The response to an upgrade request was 101.
@@ -68,13 +74,16 @@ pub(super) struct Round {
 }
 
 impl Round {
-    /// The shared state of a new connection from `conn`.
-    pub(super) fn new(conn: ConnInfo) -> Arc<Self> {
+    /// The shared state of a new connection from `conn`; `idle`: the stream idle timeout.
+    pub(super) fn new(conn: ConnInfo, idle: Option<Duration>) -> Arc<Self> {
         Arc::new(Self {
             conn,
             rest: Arc::new(AtomicBool::new(false)),
             started: AtomicU32::new(0),
+            responded: AtomicU32::new(0),
             finished: AtomicU32::new(0),
+            idle,
+            current: Mutex::new(None),
             parks: AtomicU64::new(0),
             switched: AtomicBool::new(false),
             handover: Mutex::new(None),
@@ -90,6 +99,13 @@ impl Round {
     /// gets a slot through which the driver hands the connection over after the 101.
     pub(super) fn request(&self, req: &mut Request<Incoming>) {
         self.started.fetch_add(1, Relaxed);
+        if self.idle.is_some() {
+            let act = Arc::new(StreamActivity::default());
+            req.extensions_mut().insert(act.clone());
+            if let Ok(mut current) = self.current.lock() {
+                *current = Some(act);
+            }
+        }
         // hyper marks the requests that may switch protocols (`Upgrade`, `CONNECT`); looking
         // at the extensions is cheaper than a header lookup on every request.
         if req.extensions().get::<OnUpgrade>().is_some() {
@@ -104,6 +120,7 @@ impl Round {
     /// Note the response the proxy hands to hyper; its body reports back when hyper is done
     /// with it.
     pub(super) fn response<B>(self: Arc<Self>, resp: Response<B>) -> Response<Tracked<B>> {
+        self.responded.fetch_add(1, Relaxed);
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             self.switched.store(true, Relaxed);
         }
@@ -113,6 +130,11 @@ impl Round {
     /// Every request has its response and hyper is done with every response body.
     fn settled(&self) -> bool {
         self.started.load(Relaxed) == self.finished.load(Relaxed)
+    }
+
+    /// A response is being written: its head is with hyper, its body not yet done.
+    fn writing(&self) -> bool {
+        self.responded.load(Relaxed) != self.finished.load(Relaxed)
     }
 
     fn take_handover(&self) -> Option<oneshot::Sender<Box<dyn Io>>> {
@@ -414,6 +436,8 @@ enum Stop {
     Finished(hyper::Result<()>),
     /// The connection was at rest for a whole tick.
     AtRest,
+    /// A response's writing was quiet for the stream idle timeout.
+    Idle,
 }
 
 /// One hyper connection over `io`, until it finishes or the connection is at rest for a
@@ -437,10 +461,20 @@ where
     let mut draining = false;
     let tick = tokio::time::sleep(PARK_AFTER);
     tokio::pin!(tick);
+    // Under the stream idle timeout: a response whose writing stays quiet ends the
+    // connection (see `idle`). Off, no timer.
+    let mut quiet = round.idle.map(QuietTicks::new);
+    let idle_tick = quiet.as_ref().map(|q| tokio::time::sleep(q.period()));
+    tokio::pin!(idle_tick);
     // Requests started when the tick was last armed: any since means the connection was
     // not at rest for the whole tick.
     let mut seen = round.started.load(Relaxed);
     let stopped = std::future::poll_fn(|cx| loop {
+        if let (Some(q), Some(t)) = (quiet.as_mut(), idle_tick.as_mut().as_pin_mut()) {
+            if q.poll(t, cx, round.writing(), tick.is_elapsed()).is_ready() {
+                return Poll::Ready(Stop::Idle);
+            }
+        }
         if let Poll::Ready(r) = Pin::new(&mut conn).poll(cx) {
             return Poll::Ready(Stop::Finished(r));
         }
@@ -463,6 +497,13 @@ where
     })
     .await;
     match stopped {
+        Stop::Idle => {
+            tracing::debug!("response stalled for the stream idle timeout: closing");
+            if let Some(act) = round.current.lock().ok().and_then(|mut c| c.take()) {
+                act.expire();
+            }
+            None
+        }
         Stop::AtRest => {
             let parts = conn.into_parts();
             let io = parts.io.into_inner();
@@ -512,14 +553,17 @@ mod tests {
     /// A connection served by `serve` (answers "ok" to everything) and the client's end.
     fn start() -> (DuplexStream, Arc<Round>, tokio::task::JoinHandle<()>) {
         let (client, server) = tokio::io::duplex(64 * 1024);
-        let round = Round::new(ConnInfo {
-            client: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
-            port: 8080,
-            scheme: "http",
-            sni: None,
-            peer_cert: None,
-            forwarded_for: http::HeaderValue::from_static("127.0.0.1"),
-        });
+        let round = Round::new(
+            ConnInfo {
+                client: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+                port: 8080,
+                scheme: "http",
+                sni: None,
+                peer_cert: None,
+                forwarded_for: http::HeaderValue::from_static("127.0.0.1"),
+            },
+            None,
+        );
         let shared = round.clone();
         let task = tokio::spawn(async move {
             let round = shared;

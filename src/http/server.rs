@@ -118,13 +118,14 @@ pub async fn serve<I>(
     let limits = settings.limits;
     if !h2 {
         let idle = settings.header_read_timeout;
+        let stream_idle = proxy.stream_idle_timeout;
         // Header names in the upstream's case need hyper's encoder: no fast path then.
         let fast = (!settings.preserve_header_case).then(|| super::h1::Fast {
             proxy: proxy.clone(),
             limits,
         });
         let make_hyper = move |conn: ConnInfo| {
-            let round = keepalive::Round::new(conn);
+            let round = keepalive::Round::new(conn, stream_idle);
             let noted = round.clone();
             let service = service_fn(move |mut req| {
                 let proxy = proxy.clone();

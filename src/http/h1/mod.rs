@@ -26,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::framing::Guarded;
+use super::idle::{self, StreamActivity};
 use super::proxy::{ConnInfo, Proxy};
 use super::server::HttpLimits;
 use crate::body::ProxyBody;
@@ -72,11 +73,31 @@ impl Fast {
         };
         drop(buf);
         io.consume(parsed.len);
-        let method = parsed.req.method().clone();
-        let resp = self.proxy.handle(parsed.req, conn).await;
+        let mut req = parsed.req;
+        let method = req.method().clone();
+        // Under the stream idle timeout, the proxy watches the wait for the head, and the
+        // response's writing is watched here (see `idle`).
+        let watch = self.proxy.stream_idle_timeout.map(|limit| {
+            let act = Arc::new(StreamActivity::default());
+            req.extensions_mut().insert(act.clone());
+            (limit, act)
+        });
+        let resp = self.proxy.handle(req, conn).await;
         // Draining: this answer is the connection's last, and says so.
         let close = parsed.close || stop.is_cancelled();
-        match write_response(io, resp, &method, close).await {
+        let written = match &watch {
+            None => write_response(io, resp, &method, close).await,
+            Some((limit, act)) => {
+                match idle::quiet(*limit, act, write_response(io, resp, &method, close)).await {
+                    Some(w) => w,
+                    None => {
+                        tracing::debug!("response stalled for the stream idle timeout: closing");
+                        return Next::Close;
+                    }
+                }
+            }
+        };
+        match written {
             Ok(false) => Next::Continue,
             Ok(true) => Next::Close,
             Err(e) => {

@@ -1601,6 +1601,95 @@ async fn tcp_routes_forward_bytes_and_report_istio_tcp_metrics() {
 }
 
 #[tokio::test]
+async fn destination_rule_idle_timeout_and_max_duration_close_tcp_connections() {
+    let echo = Backend::start(None, Behaviour::Echo).await;
+    // Three services on the same echo backend, each with its own connectionPool.tcp; the
+    // listener's own idle timeout is 300 ms.
+    let dr = |host: &str, tcp: &str| {
+        let name = host.replace('.', "-");
+        format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: {name}\nspec:\n  host: {host}\n  trafficPolicy:\n    connectionPool:\n      tcp: {tcp}\n---\n")
+    };
+    let rule = |port: u16, host: &str| {
+        format!("  - match:\n    - port: {port}\n    route:\n    - destination:\n        host: {host}\n        port:\n          number: 9000\n")
+    };
+    let yaml = format!(
+        "{}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: tcp\nspec:\n  hosts: [\"*\"]\n  gateways: [gw]\n  tcp:\n{}{}{}---\n{}{}{}{}{}{}",
+        gateway(
+            "gw",
+            &[
+                server(9000, "TCP", &["*"], ""),
+                server(9001, "TCP", &["*"], ""),
+                server(9002, "TCP", &["*"], ""),
+            ]
+        ),
+        rule(9000, "short.svc"),
+        rule(9001, "aged.svc"),
+        rule(9002, "forever.svc"),
+        se_static("short.svc", 9000, "TCP", echo.port()),
+        se_static("aged.svc", 9000, "TCP", echo.port()),
+        se_static("forever.svc", 9000, "TCP", echo.port()),
+        dr("short.svc", "{idleTimeout: 150ms}"),
+        dr("aged.svc", "{idleTimeout: 0s, maxConnectionDuration: 700ms}"),
+        dr("forever.svc", "{idleTimeout: 0s}"),
+    );
+    let gw = TestGateway::start_with(&yaml, |b| {
+        b.tcp_idle_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let open = |port: u16| {
+        let addr = gw.port(port);
+        async move {
+            let mut s = within(TcpStream::connect(addr)).await.unwrap();
+            within(s.write_all(b"ping")).await.unwrap();
+            let mut got = [0u8; 4];
+            within(s.read_exact(&mut got)).await.unwrap();
+            assert_eq!(&got, b"ping");
+            s
+        }
+    };
+    // Until the gateway closes `s` (the echo sends nothing unasked), or `limit`.
+    let closed_within = |mut s: TcpStream, limit: Duration| async move {
+        let mut buf = [0u8; 16];
+        matches!(
+            tokio::time::timeout(limit, s.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    };
+    // The destination's 150 ms, not the listener's 300 ms.
+    let s = open(9000).await;
+    let t0 = Instant::now();
+    assert!(closed_within(s, Duration::from_secs(5)).await);
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_millis(290),
+        "idle connection closed after {took:?}"
+    );
+    // `0s`: no idle timeout, even past the listener's.
+    let s = open(9002).await;
+    assert!(!closed_within(s, Duration::from_millis(900)).await);
+    // An age limit closes even a busy connection.
+    let mut s = open(9001).await;
+    let t0 = Instant::now();
+    let cut = loop {
+        let mut got = [0u8; 4];
+        let ok = s.write_all(b"ping").await.is_ok()
+            && matches!(
+                tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut got)).await,
+                Ok(Ok(_))
+            );
+        if !ok {
+            break t0.elapsed();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "never cut off");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        cut >= Duration::from_millis(600) && cut < Duration::from_millis(2000),
+        "busy connection cut after {cut:?}"
+    );
+}
+
+#[tokio::test]
 async fn an_open_tcp_connection_does_not_keep_the_old_config_alive() {
     // A TCP connection can outlive many reloads; it keeps its cluster, never the whole
     // snapshot (every route and cluster of that generation: 50 MB at 10,000 hosts).

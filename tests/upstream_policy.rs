@@ -1446,6 +1446,76 @@ async fn tcp_keepalive_is_set_on_upstream_connections() {
     );
 }
 
+#[tokio::test]
+async fn connection_age_and_tcp_idle_timeout_limit_upstream_reuse() {
+    // Two requests 450 ms apart, the pool's own idle timeout 200 ms (so `0s`, off, shows);
+    // connections the upstream saw, per DestinationRule `connectionPool`.
+    let cases = [
+        (
+            "{tcp: {maxConnectionDuration: 300ms}, http: {idleTimeout: 10s}}",
+            false,
+            2,
+        ),
+        (
+            "{tcp: {maxConnectionDuration: 2s}, http: {idleTimeout: 10s}}",
+            false,
+            1,
+        ),
+        ("{tcp: {idleTimeout: 300ms}}", false, 2),
+        ("{tcp: {idleTimeout: 0s}}", false, 1),
+        // The shared HTTP/2 connection too.
+        (
+            "{tcp: {maxConnectionDuration: 300ms}, http: {idleTimeout: 10s}}",
+            true,
+            2,
+        ),
+        ("{tcp: {maxConnectionDuration: 2s}}", true, 1),
+    ];
+    for (pool, h2, want) in cases {
+        let up = if h2 {
+            Upstream::new("app").http2().run().await
+        } else {
+            Upstream::new("app").run().await
+        };
+        let protocol = if h2 { "HTTP2" } else { "HTTP" };
+        let dr = format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: pool\nspec:\n  host: {SVC}\n  trafficPolicy:\n    connectionPool: {pool}\n---\n"
+        );
+        let yaml = format!(
+            "{}{}{}{}",
+            http_gateway("gw", 8080, &["*"]),
+            service(SVC, &[(up.port(), 1)])
+                .replace("protocol: HTTP\n", &format!("protocol: {protocol}\n")),
+            dr,
+            virtual_service("app", HOST, &rule(SVC, None, &[])),
+        );
+        let gw = TestGateway::start_with(&yaml, |b| {
+            b.pool.idle_timeout = Duration::from_millis(200);
+        })
+        .await;
+        assert_eq!(app(&gw).send("/").await.status, 200, "{pool}");
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert_eq!(app(&gw).send("/").await.status, 200, "{pool}");
+        assert_eq!(up.connections(), want, "{pool} (h2: {h2})");
+    }
+    // `0s` is valid only for the idle timeout.
+    let bad = format!(
+        "{}{}{}apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: pool\nspec:\n  host: {SVC}\n  trafficPolicy:\n    connectionPool: {{tcp: {{maxConnectionDuration: 0s}}}}\n---\n",
+        http_gateway("gw", 8080, &["*"]),
+        service(SVC, &[(1, 1)]),
+        virtual_service("app", HOST, &rule(SVC, None, &[])),
+    );
+    let errors = TestGateway::try_start_with(&bad, |_| {})
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        errors.contains("connectionPool.tcp.maxConnectionDuration"),
+        "{errors}"
+    );
+}
+
 // ---- connectionPool (circuit breaking) ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,10 @@
 
 use std::time::Duration;
 
+/// A timeout that is off, as a duration: ten years, so deadlines computed from it cannot
+/// overflow.
+pub(crate) const NEVER: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// Parse a duration such as `1.5s`, `250ms` or `1h2m`; `None` when malformed or negative.
 pub fn parse(s: &str) -> Option<Duration> {
     let s = s.trim();

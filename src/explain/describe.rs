@@ -185,6 +185,20 @@ fn cluster(c: &Cluster) -> ClusterInfo {
     put("http.maxRetries", l.max_retries.map(|n| n.to_string()));
     put("http.idleTimeout", l.conn.idle_timeout.map(duration));
     put(
+        "tcp.idleTimeout",
+        l.conn.tcp_idle_timeout.map(|d| {
+            if d.is_zero() {
+                "off".to_owned()
+            } else {
+                duration(d)
+            }
+        }),
+    );
+    put(
+        "tcp.maxConnectionDuration",
+        l.conn.max_connection_duration.map(duration),
+    );
+    put(
         "http.maxRequestsPerConnection",
         l.conn.max_requests_per_connection.map(|n| n.to_string()),
     );

@@ -178,7 +178,7 @@ impl QuietTicks {
 }
 
 /// Longer limits are taken as this one (ten years), so deadlines cannot overflow.
-pub(super) const MAX_LIMIT: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+pub(super) const MAX_LIMIT: Duration = crate::config::duration::NEVER;
 
 /// The error of a [`Watched`] body that went silent for the whole limit.
 #[derive(Debug, thiserror::Error)]

@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::config::duration::NEVER;
 use crate::config::{L4Route, Snapshot};
 use crate::metrics::Metrics;
 use crate::upstream::hash::HashKey;
@@ -79,7 +80,22 @@ pub(super) async fn forward<S>(
             counts
                 .sent
                 .fetch_add(prefix.len() as u64, Ordering::Relaxed);
-            splice(client, up, &counts, settings.idle_timeout).await;
+            // The destination's `tcp.idleTimeout` (`0s`: off) over the listener's default.
+            let conn = &cluster.limits.conn;
+            let idle = match conn.tcp_idle_timeout {
+                Some(d) if d.is_zero() => NEVER,
+                Some(d) => d,
+                None => settings.idle_timeout,
+            };
+            let spliced = splice(client, up, &counts, idle);
+            match conn.max_connection_duration {
+                None => spliced.await,
+                Some(max) => {
+                    if tokio::time::timeout(max.min(NEVER), spliced).await.is_err() {
+                        tracing::debug!("l4 connection reached tcp.maxConnectionDuration");
+                    }
+                }
+            }
         }
     }
     metrics
@@ -144,7 +160,6 @@ struct Counts {
     last: AtomicU64,
 }
 
-/// Copy both ways until done or idle for `idle`.
 /// Copy both ways between two streams until both sides are done or nothing moved for
 /// `idle` (upgraded HTTP connections use this too).
 pub(crate) async fn splice_idle<A, B>(a: &mut A, b: &mut B, idle: Duration) -> io::Result<()>
@@ -164,6 +179,8 @@ async fn splice<S: AsyncRead + AsyncWrite + Unpin, U: AsyncRead + AsyncWrite + U
     idle: Duration,
 ) {
     let start = Instant::now();
+    // A deadline past ten years cannot overflow, and nobody waits that long.
+    let idle = idle.min(NEVER);
     let mut client = Counted {
         inner: client,
         counts: counts.clone(),

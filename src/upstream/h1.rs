@@ -119,6 +119,8 @@ pub struct H1Conn {
     /// Where each response header's name and value sit in `rbuf`, kept between requests
     /// (a fresh zeroed array per response cost more than the parse).
     idx: Vec<(u32, u32, u32, u32)>,
+    /// When the connection was established (`tcp.maxConnectionDuration`).
+    born: std::time::Instant,
 }
 
 /// The request head as the proxy has it, borrowed.
@@ -222,7 +224,13 @@ impl H1Conn {
             rbuf: BytesMut::new(),
             wbuf: Vec::new(),
             idx: Vec::new(),
+            born: std::time::Instant::now(),
         }
+    }
+
+    /// When the connection was established.
+    pub fn born(&self) -> std::time::Instant {
+        self.born
     }
 
     /// The stream, for handing the connection to hyper (only between exchanges, when

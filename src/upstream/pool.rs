@@ -194,6 +194,8 @@ impl IdleConn {
 struct Idle {
     conn: IdleConn,
     since: Instant,
+    /// When the connection was established.
+    born: Instant,
     /// Requests this connection has carried.
     served: u32,
 }
@@ -209,7 +211,8 @@ pub struct EndpointPool {
     tls: Option<Arc<ClientTls>>,
     settings: PoolSettings,
     idle: Mutex<Vec<Idle>>,
-    shared_h2: Mutex<Option<http2::SendRequest<UpBody>>>,
+    /// The endpoint's HTTP/2 connection and when it was established.
+    shared_h2: Mutex<Option<(http2::SendRequest<UpBody>, Instant)>>,
 }
 
 impl std::fmt::Debug for EndpointPool {
@@ -234,6 +237,7 @@ pub struct Sent {
 pub struct PooledConn {
     pool: Arc<EndpointPool>,
     tx: http1::SendRequest<UpBody>,
+    born: Instant,
     served: u32,
     max_per_conn: Option<u32>,
 }
@@ -244,6 +248,7 @@ impl PooledConn {
         let PooledConn {
             pool,
             mut tx,
+            born,
             served,
             max_per_conn,
         } = self;
@@ -251,13 +256,13 @@ impl PooledConn {
             return; // connectionPool.http.maxRequestsPerConnection: let it close
         }
         if tx.is_ready() {
-            pool.put(IdleConn::Hyper(tx), served);
+            pool.put(IdleConn::Hyper(tx), served, born);
         } else if !tx.is_closed() {
             // The connection task has not yet seen the end of the response; wait briefly.
             tokio::spawn(async move {
                 let ready = tokio::time::timeout(Duration::from_secs(1), tx.ready()).await;
                 if matches!(ready, Ok(Ok(()))) {
-                    pool.put(IdleConn::Hyper(tx), served);
+                    pool.put(IdleConn::Hyper(tx), served, born);
                 }
             });
         }
@@ -275,12 +280,13 @@ impl EndpointPool {
         &self.label
     }
 
-    fn put(&self, conn: IdleConn, served: u32) {
+    fn put(&self, conn: IdleConn, served: u32, born: Instant) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < self.settings.max_idle {
             idle.push(Idle {
                 conn,
                 since: Instant::now(),
+                born,
                 served,
             });
         }
@@ -288,10 +294,17 @@ impl EndpointPool {
 
     /// Keep a connection whose response has ended, for the next request.
     pub(super) fn put_raw(&self, conn: H1Conn, served: u32) {
-        self.put(IdleConn::Raw(conn), served);
+        let born = conn.born();
+        self.put(IdleConn::Raw(conn), served, born);
     }
 
-    fn take_idle(&self, idle_timeout: Duration) -> Option<(IdleConn, u32)> {
+    /// The most recently used idle connection that is neither idle for `idle_timeout` nor
+    /// older than `max_age`, with its requests served and its birth.
+    fn take_idle(
+        &self,
+        idle_timeout: Duration,
+        max_age: Option<Duration>,
+    ) -> Option<(IdleConn, u32, Instant)> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         // Expired connections sit at the front (oldest first): drop them in one go.
@@ -301,8 +314,9 @@ impl EndpointPool {
             .unwrap_or(idle.len());
         idle.drain(..fresh_from);
         while let Some(mut c) = idle.pop() {
-            if c.conn.usable() {
-                return Some((c.conn, c.served));
+            let too_old = max_age.is_some_and(|m| now.duration_since(c.born) >= m);
+            if !too_old && c.conn.usable() {
+                return Some((c.conn, c.served, c.born));
             }
         }
         None
@@ -362,22 +376,29 @@ impl EndpointPool {
         limits: &ConnLimits,
     ) -> Result<Checkout, ProxyError> {
         if !fresh {
-            let shared = self
-                .shared_h2
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            if let Some(tx) = shared.filter(|tx| !tx.is_closed()) {
-                return Ok(self.checked(Sender::H2(tx), true));
+            let max_age = limits.max_connection_duration;
+            let shared = {
+                let mut shared = self.shared_h2.lock().unwrap_or_else(|p| p.into_inner());
+                // Past `maxConnectionDuration`, new requests go to a new connection; the
+                // old one closes once its last stream ends (hyper drops it with its
+                // last sender).
+                if shared.as_ref().is_some_and(|(_, born)| {
+                    max_age.is_some_and(|m| Instant::now().duration_since(*born) >= m)
+                }) {
+                    *shared = None;
+                }
+                shared.clone()
+            };
+            if let Some((tx, born)) = shared.filter(|(tx, _)| !tx.is_closed()) {
+                return Ok(self.checked(Sender::H2(tx), true, born));
             }
-            if let Some((conn, served)) =
-                self.take_idle(limits.idle_timeout.unwrap_or(self.settings.idle_timeout))
-            {
+            let idle_timeout = limits.idle_timeout.unwrap_or(self.settings.idle_timeout);
+            if let Some((conn, served, born)) = self.take_idle(idle_timeout, max_age) {
                 let sender = match conn {
                     IdleConn::Raw(c) => Sender::Raw(c),
                     IdleConn::Hyper(tx) => Sender::H1(tx),
                 };
-                return Ok(self.checked(sender, true).served(served, limits));
+                return Ok(self.checked(sender, true, born).served(served, limits));
             }
         }
         // A new connection. Its futures (DNS, TCP, TLS and HTTP handshakes) are large and
@@ -421,11 +442,12 @@ impl EndpointPool {
         }
     }
 
-    fn checked(self: &Arc<Self>, sender: Sender, reused: bool) -> Checkout {
+    fn checked(self: &Arc<Self>, sender: Sender, reused: bool, born: Instant) -> Checkout {
         Checkout {
             pool: self.clone(),
             sender,
             reused,
+            born,
             served: 0,
             max_per_conn: None,
         }
@@ -445,10 +467,13 @@ impl EndpointPool {
                     tracing::debug!(error = %e, "upstream h2 connection closed with error");
                 }
             });
-            *self.shared_h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
-            Ok(self.checked(Sender::H2(tx), false))
+            let born = Instant::now();
+            *self.shared_h2.lock().unwrap_or_else(|p| p.into_inner()) = Some((tx.clone(), born));
+            Ok(self.checked(Sender::H2(tx), false, born))
         } else {
-            Ok(self.checked(Sender::Raw(H1Conn::new(io)), false))
+            let conn = H1Conn::new(io);
+            let born = conn.born();
+            Ok(self.checked(Sender::Raw(conn), false, born))
         }
     }
 
@@ -487,6 +512,8 @@ pub struct Checkout {
     sender: Sender,
     /// Whether the connection had served requests before.
     pub reused: bool,
+    /// When the connection was established.
+    born: Instant,
     served: u32,
     max_per_conn: Option<u32>,
 }
@@ -502,6 +529,13 @@ pub struct ConnLimits {
     pub max_requests_per_connection: Option<u32>,
     /// `tcp.tcpKeepalive`.
     pub keepalive: Option<Keepalive>,
+    /// `tcp.idleTimeout`: a TCP-proxied connection with no byte either way for this long is
+    /// closed (zero: never); the listener's default when unset. (For HTTP pools it is
+    /// `idle_timeout`'s fallback, applied at compile time.)
+    pub tcp_idle_timeout: Option<Duration>,
+    /// `tcp.maxConnectionDuration`: an upstream HTTP connection is not reused past this age,
+    /// and a TCP-proxied connection is closed at it.
+    pub max_connection_duration: Option<Duration>,
 }
 
 /// `tcp.tcpKeepalive`: probes on idle upstream connections; unset parts keep the OS default.
@@ -608,6 +642,7 @@ impl Checkout {
                     conn: Some(PooledConn {
                         pool: self.pool,
                         tx,
+                        born: self.born,
                         served: self.served + 1,
                         max_per_conn: self.max_per_conn,
                     }),

@@ -44,9 +44,15 @@ pub struct UpstreamHandle {
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    conns: Arc<AtomicUsize>,
 }
 
 impl UpstreamHandle {
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
+    }
+
     /// Requests received so far.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
@@ -125,14 +131,15 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let conns = Arc::new(AtomicUsize::new(0));
         let handle = UpstreamHandle {
             name: self.name.clone(),
             addr,
             hits: hits.clone(),
             seen: seen.clone(),
+            conns: conns.clone(),
         };
         let cfg = Arc::new(self);
-        let conns = Arc::new(AtomicUsize::new(0));
         tokio::spawn(async move {
             loop {
                 let Ok((mut stream, _)) = listener.accept().await else {

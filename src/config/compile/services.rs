@@ -740,7 +740,9 @@ fn connection_limits(
         }
     };
     let connect_timeout = duration("tcp.connectTimeout", &tcp.connect_timeout);
-    let idle_timeout = duration("http.idleTimeout", &http.idle_timeout);
+    let http_idle_timeout = duration("http.idleTimeout", &http.idle_timeout);
+    let max_connection_duration =
+        duration("tcp.maxConnectionDuration", &tcp.max_connection_duration);
     let keepalive = match &tcp.tcp_keepalive {
         None => None,
         Some(k) => match serde_yaml_ng::from_value::<TcpKeepalive>(k.clone()) {
@@ -759,15 +761,41 @@ fn connection_limits(
     if let Some(msg) = bad_keepalive {
         errors.push(dr.error(format!("{f}.tcp.tcpKeepalive"), msg));
     }
+    // Unlike the others, `0s` is valid here: it turns the timeout off (Istio, Envoy).
+    let tcp_idle_timeout = match tcp.idle_timeout.as_deref() {
+        None => None,
+        Some(s) => match crate::config::duration::parse(s) {
+            Some(d) => Some(d),
+            None => {
+                errors.push(dr.error(
+                    format!("{f}.tcp.idleTimeout"),
+                    format!("invalid duration {s:?}"),
+                ));
+                None
+            }
+        },
+    };
     if errors.len() > before {
         return None;
     }
+    // Istio gives an HTTP cluster `tcp.idleTimeout` as its connections' idle timeout when
+    // `http.idleTimeout` is unset (cluster_traffic_policy.go); off means kept until the
+    // upstream closes them.
+    let idle_timeout = http_idle_timeout.or(tcp_idle_timeout.map(|d| {
+        if d.is_zero() {
+            crate::config::duration::NEVER
+        } else {
+            d
+        }
+    }));
     Some(Limits {
         conn: ConnLimits {
             connect_timeout,
             idle_timeout,
             max_requests_per_connection: max_per_conn.and_then(|n| u32::try_from(n).ok()),
             keepalive,
+            tcp_idle_timeout,
+            max_connection_duration,
         },
         max_connections,
         max_pending,
@@ -921,14 +949,8 @@ fn policy_warnings(
         else {
             continue;
         };
-        let tcp = cp.tcp.unwrap_or_default();
         let http = cp.http.unwrap_or_default();
         for (name, present) in [
-            (
-                "tcp.maxConnectionDuration",
-                tcp.max_connection_duration.is_some(),
-            ),
-            ("tcp.idleTimeout", tcp.idle_timeout.is_some()),
             ("http.h2UpgradePolicy", http.h2_upgrade_policy.is_some()),
             ("http.useClientProtocol", http.use_client_protocol.is_some()),
             (

@@ -1516,6 +1516,52 @@ async fn connection_age_and_tcp_idle_timeout_limit_upstream_reuse() {
     );
 }
 
+#[tokio::test]
+async fn h2_upgrade_policy_speaks_http2_to_an_http_port() {
+    // The upstream speaks only HTTP/2 (prior knowledge) behind a port declared HTTP.
+    let up = Upstream::new("app").http2().run().await;
+    let start = |http: &str| {
+        let yaml = format!(
+            "{}{}apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: pool\nspec:\n  host: {SVC}\n  trafficPolicy:\n    connectionPool: {{http: {http}}}\n---\n{}",
+            http_gateway("gw", 8080, &["*"]),
+            service(SVC, &[(up.port(), 1)]),
+            virtual_service("app", HOST, &rule(SVC, None, &["retries: {attempts: 0}"])),
+        );
+        async move { TestGateway::try_start_with(&yaml, |_| {}).await }
+    };
+    let gw = start("{h2UpgradePolicy: UPGRADE}").await.unwrap();
+    let r = app(&gw).send("/").await;
+    assert_eq!((r.status.as_u16(), r.body.as_str()), (200, "app"));
+    assert_eq!(up.last().version, hyper::Version::HTTP_2);
+    // Not upgraded (Istio's default, and `useClientProtocol` wins over UPGRADE): HTTP/1.1,
+    // which this upstream cannot answer.
+    for http in [
+        "{h2UpgradePolicy: DO_NOT_UPGRADE}",
+        "{h2UpgradePolicy: DEFAULT}",
+        "{h2UpgradePolicy: UPGRADE, useClientProtocol: true}",
+    ] {
+        let gw = start(http).await.unwrap();
+        let before = up.hits();
+        let r = app(&gw).send("/").await;
+        assert_eq!(r.status.as_u16(), 503, "{http}: {}", r.body);
+        assert_eq!(
+            up.hits(),
+            before,
+            "{http}: an HTTP/1.1 request was answered"
+        );
+    }
+    let errors = start("{h2UpgradePolicy: SOMETIMES}")
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        errors.contains("trafficPolicy.connectionPool.http.h2UpgradePolicy")
+            && errors.contains("SOMETIMES"),
+        "{errors}"
+    );
+}
+
 // ---- connectionPool (circuit breaking) ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -266,18 +266,23 @@ impl<'a> Services<'a> {
             return Some(*i);
         }
         let dr = self.find_dr(&service, &dest.host, &vs.namespace);
+        // HTTP/2 to the upstream: an HTTP2 or gRPC port, or `h2UpgradePolicy: UPGRADE`.
         let h2 = matches!(
             port.protocol
                 .as_deref()
                 .map(str::to_ascii_uppercase)
                 .as_deref(),
             Some("HTTP2" | "GRPC" | "GRPC-WEB")
-        );
+        ) || match dr {
+            Some(dr) => h2_upgrade(dr, &subset, port.number, errors)?,
+            None => false,
+        };
+        let protocol = if h2 { Protocol::Http2 } else { Protocol::Http1 };
         let tls = match dr {
             Some(dr) => self.client_tls(dr, &subset, port.number, &service, h2, errors)?,
             None => None,
         };
-        let endpoints = self.endpoints(se, &service, port, &subset_labels, tls);
+        let endpoints = self.endpoints(se, &service, port, protocol, &subset_labels, tls);
         let name: Arc<str> = format!("outbound|{}|{}|{}", port.number, subset, service).into();
         let subset_name = subset.clone();
         if endpoints.is_empty() {
@@ -286,15 +291,6 @@ impl<'a> Services<'a> {
                 format!("cluster {name} has no endpoints: requests to it get 503"),
             ));
         }
-        let protocol = match port
-            .protocol
-            .as_deref()
-            .map(str::to_ascii_uppercase)
-            .as_deref()
-        {
-            Some("HTTP2" | "GRPC" | "GRPC-WEB") => Protocol::Http2,
-            _ => Protocol::Http1,
-        };
         let (algorithm, hash_key) = match dr {
             Some(dr) => load_balancer(dr, &subset_name, port.number, errors)?,
             None => (Algorithm::default(), None),
@@ -436,18 +432,10 @@ impl<'a> Services<'a> {
         se: &Res<ServiceEntry>,
         service: &str,
         port: &ServicePort,
+        protocol: Protocol,
         subset: &BTreeMap<String, String>,
         tls: Option<Arc<ClientTls>>,
     ) -> Vec<Endpoint> {
-        let protocol = match port
-            .protocol
-            .as_deref()
-            .map(str::to_ascii_uppercase)
-            .as_deref()
-        {
-            Some("HTTP2" | "GRPC" | "GRPC-WEB") => Protocol::Http2,
-            _ => Protocol::Http1,
-        };
         let default_port = u16::try_from(port.target_port.unwrap_or(port.number)).unwrap_or(0);
         let resolution = se.spec.resolution.as_deref().unwrap_or("NONE");
         let spread = if resolution == "DNS_ROUND_ROBIN" {
@@ -543,6 +531,45 @@ fn most_specific<T: Clone>(
         )
     })
     .or_else(|| level(dr.spec.traffic_policy.as_ref(), "trafficPolicy.".to_owned()))
+}
+
+/// Whether the `connectionPool` of `dr` for (`subset`, `port`) upgrades HTTP/1.1 to HTTP/2
+/// (`http.h2UpgradePolicy: UPGRADE`, unless `useClientProtocol` is set, as Istio's
+/// `shouldH2Upgrade`; the mesh default, `DO_NOT_UPGRADE`, otherwise). `None` when the policy
+/// is not one of Istio's values (error recorded); a malformed `connectionPool` is reported
+/// by `connection_limits`.
+fn h2_upgrade(
+    dr: &Res<DestinationRule>,
+    subset: &str,
+    port: u32,
+    errors: &mut Vec<ConfigError>,
+) -> Option<bool> {
+    let chosen = most_specific(
+        dr,
+        subset,
+        port,
+        "connectionPool",
+        |p| p.connection_pool.as_ref(),
+        |t| t.connection_pool.as_ref(),
+    );
+    let Some((value, f)) = chosen else {
+        return Some(false);
+    };
+    let Ok(cp) = serde_yaml_ng::from_value::<ConnectionPoolSettings>(value) else {
+        return Some(false);
+    };
+    let http = cp.http.unwrap_or_default();
+    match http.h2_upgrade_policy.as_deref() {
+        None | Some("DEFAULT" | "DO_NOT_UPGRADE") => Some(false),
+        Some("UPGRADE") => Some(!http.use_client_protocol.unwrap_or(false)),
+        Some(other) => {
+            errors.push(dr.error(
+                format!("{f}.http.h2UpgradePolicy"),
+                format!("must be DEFAULT, DO_NOT_UPGRADE or UPGRADE, got {other:?}"),
+            ));
+            None
+        }
+    }
 }
 
 /// The `loadBalancer` of `dr` for (`subset`, `port`): the most specific of subset
@@ -951,7 +978,6 @@ fn policy_warnings(
         };
         let http = cp.http.unwrap_or_default();
         for (name, present) in [
-            ("http.h2UpgradePolicy", http.h2_upgrade_policy.is_some()),
             ("http.useClientProtocol", http.use_client_protocol.is_some()),
             (
                 "http.maxConcurrentStreams",

@@ -1689,6 +1689,129 @@ async fn destination_rule_idle_timeout_and_max_duration_close_tcp_connections() 
     );
 }
 
+/// nginx as a PROXY protocol peer: a stream server on loopback that reads the header and
+/// answers with the client and server address it announced. Kept alive by the returned
+/// guard (the child is killed on drop).
+struct NginxProxyPeer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for NginxProxyPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nginx_proxy_peer() -> NginxProxyPeer {
+    support::ensure_debian_package("nginx", "-v", "nginx");
+    let module = "/usr/lib/nginx/modules/ngx_stream_module.so";
+    if !std::path::Path::new(module).exists() {
+        // Debian's nginx ships its stream module separately.
+        let ok = std::process::Command::new("apt-get")
+            .args(["-o", "DPkg::Lock::Timeout=300", "-qq", "install", "-y"])
+            .arg("libnginx-mod-stream")
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "missing {module}: apt-get install libnginx-mod-stream failed"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = dir.path().display();
+    let conf = format!(
+        "load_module {module};
+daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 64; }}
+stream {{
+  server {{
+    listen 127.0.0.1:{port} proxy_protocol;
+    return \"$proxy_protocol_addr $proxy_protocol_port $proxy_protocol_server_addr $proxy_protocol_server_port\\n\";
+  }}
+}}
+"
+    );
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = std::process::Command::new("nginx")
+        .arg("-c")
+        .arg(&path)
+        .arg("-e")
+        .arg(dir.path().join("error.log"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "nginx did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    NginxProxyPeer {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn destination_proxy_protocol_tells_nginx_the_client_address() {
+    let nginx = nginx_proxy_peer();
+    let dr = |host: &str, pp: &str| {
+        let name = host.replace('.', "-");
+        format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: {name}\nspec:\n  host: {host}\n  trafficPolicy:\n    proxyProtocol: {pp}\n---\n")
+    };
+    let rule = |port: u16, host: &str| {
+        format!("  - match:\n    - port: {port}\n    route:\n    - destination:\n        host: {host}\n        port:\n          number: 9000\n")
+    };
+    let yaml = format!(
+        "{}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: tcp\nspec:\n  hosts: [\"*\"]\n  gateways: [gw]\n  tcp:\n{}{}---\n{}{}{}{}",
+        gateway(
+            "gw",
+            &[server(9000, "TCP", &["*"], ""), server(9001, "TCP", &["*"], "")]
+        ),
+        rule(9000, "v1.svc"),
+        rule(9001, "v2.svc"),
+        se_static("v1.svc", 9000, "TCP", nginx.port),
+        se_static("v2.svc", 9000, "TCP", nginx.port),
+        dr("v1.svc", "{}"),
+        dr("v2.svc", "{version: V2}"),
+    );
+    let gw = TestGateway::start(&yaml).await;
+    for port in [9000, 9001] {
+        let addr = gw.port(port);
+        let mut s = within(TcpStream::connect(addr)).await.unwrap();
+        let me = s.local_addr().unwrap();
+        let mut line = String::new();
+        within(s.read_to_string(&mut line)).await.unwrap();
+        assert_eq!(
+            line,
+            format!("{} {} {} {}\n", me.ip(), me.port(), addr.ip(), addr.port()),
+            "port {port}"
+        );
+    }
+    // Istio's versions only.
+    let bad = yaml.replace("{version: V2}", "{version: V3}");
+    let errors = TestGateway::try_start_with(&bad, |_| {})
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        errors.contains("trafficPolicy.proxyProtocol.version") && errors.contains("V3"),
+        "{errors}"
+    );
+}
+
 #[tokio::test]
 async fn an_open_tcp_connection_does_not_keep_the_old_config_alive() {
     // A TCP connection can outlive many reloads; it keeps its cluster, never the whole

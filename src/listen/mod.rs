@@ -205,9 +205,13 @@ async fn handle(
             };
             // The connection may outlive many reloads; it needs the cluster, not the config.
             drop(snap);
+            let local = cluster
+                .proxy_protocol
+                .and_then(|_| stream.local_addr().ok());
             pin_boxed!(tcp::forward(
                 stream,
                 client,
+                local,
                 bytes::Bytes::new(),
                 &cluster,
                 ctx.l4,

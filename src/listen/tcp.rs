@@ -47,11 +47,13 @@ pub(super) fn pick(snap: &Snapshot, route: &L4Route) -> Option<Arc<Cluster>> {
         .cloned()
 }
 
-/// Forward `client` (from `peer`; after `prefix`, the bytes already read from it) to
-/// `cluster`. `client` is the raw socket, or the plaintext side of a terminated TLS session.
+/// Forward `client` (from `peer`, reaching the gateway at `local`; after `prefix`, the
+/// bytes already read from it) to `cluster`. `client` is the raw socket, or the plaintext
+/// side of a terminated TLS session. `local` matters only for a PROXY protocol header.
 pub(super) async fn forward<S>(
     client: S,
     peer: std::net::SocketAddr,
+    local: Option<std::net::SocketAddr>,
     prefix: Bytes,
     cluster: &Cluster,
     settings: L4Settings,
@@ -75,6 +77,33 @@ pub(super) async fn forward<S>(
     let labels = labels(cluster, flags);
     metrics.tcp_opened.with_label_values(&labels).inc();
     let counts = Arc::new(Counts::default());
+    // The backend learns the client from a PROXY header ahead of the client's bytes; the
+    // two go out in one write.
+    let prefix = match cluster.proxy_protocol {
+        None => prefix,
+        Some(v) => {
+            let local = local.unwrap_or_else(|| {
+                std::net::SocketAddr::new(
+                    match peer {
+                        std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                        std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+                    },
+                    0,
+                )
+            });
+            match v.header(peer, local) {
+                Ok(mut h) => {
+                    h.extend_from_slice(&prefix);
+                    Bytes::from(h)
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot encode the PROXY header: closing");
+                    upstream = None;
+                    prefix
+                }
+            }
+        }
+    };
     if let Some(up) = upstream.as_mut() {
         if up.write_all(&prefix).await.is_ok() {
             counts

@@ -79,7 +79,19 @@ pub(super) async fn serve(
             };
             // The connection may outlive many reloads; it needs the cluster, not the config.
             drop(snap);
-            tcp::forward(stream, client, prefix, &cluster, ctx.l4, &ctx.proxy.metrics).await;
+            let local = cluster
+                .proxy_protocol
+                .and_then(|_| stream.local_addr().ok());
+            tcp::forward(
+                stream,
+                client,
+                local,
+                prefix,
+                &cluster,
+                ctx.l4,
+                &ctx.proxy.metrics,
+            )
+            .await;
         }
         TlsMode::TerminateTcp { config, routes } => {
             let Some(route) = routes.first() else {
@@ -92,12 +104,16 @@ pub(super) async fn serve(
             };
             let config = config.clone();
             drop(snap);
+            let local = cluster
+                .proxy_protocol
+                .and_then(|_| stream.local_addr().ok());
             let Some(tls) = handshake(&config, prefix, stream, deadline, &reject).await else {
                 return;
             };
             tcp::forward(
                 tls,
                 client,
+                local,
                 bytes::Bytes::new(),
                 &cluster,
                 ctx.l4,

@@ -12,6 +12,7 @@ pub mod h1;
 pub mod hash;
 pub mod outlier;
 pub mod pool;
+pub mod proxy_protocol;
 pub mod retry;
 
 use std::collections::BTreeMap;
@@ -65,6 +66,8 @@ pub struct Cluster {
     pub limits: Limits,
     /// `loadBalancer.consistentHash` key, when the algorithm hashes.
     pub hash_key: Option<hash::HashKey>,
+    /// `trafficPolicy.proxyProtocol`: the header that starts each TCP-proxied connection.
+    pub proxy_protocol: Option<proxy_protocol::ProxyVersion>,
     /// Request metric handles for this destination's common outcomes.
     pub stats: crate::metrics::StatsCache,
     gate: Gate,
@@ -155,6 +158,7 @@ impl Cluster {
             balancer: balance::Balancer::new(algorithm, &keyed),
             limits,
             hash_key: None,
+            proxy_protocol: None,
             stats: Default::default(),
             gate: Gate::default(),
         }
@@ -163,6 +167,12 @@ impl Cluster {
     /// Hash requests on `key` (consistent-hash algorithms).
     pub fn with_hash_key(mut self, key: Option<hash::HashKey>) -> Self {
         self.hash_key = key;
+        self
+    }
+
+    /// The same cluster, its TCP-proxied connections starting with a PROXY header.
+    pub fn with_proxy_protocol(mut self, v: Option<proxy_protocol::ProxyVersion>) -> Self {
+        self.proxy_protocol = v;
         self
     }
 

@@ -27,6 +27,7 @@ use crate::upstream::balance::Algorithm;
 use crate::upstream::dns::Spread;
 use crate::upstream::hash::{self, Cookie, HashKey};
 use crate::upstream::outlier::OutlierPolicy;
+use crate::upstream::proxy_protocol::ProxyVersion;
 use crate::upstream::{
     Cluster, ConnLimits, Endpoint, Keepalive, Limits, Protocol, Registry, Target,
 };
@@ -321,7 +322,11 @@ impl<'a> Services<'a> {
                 limits
             },
         )
-        .with_hash_key(hash_key);
+        .with_hash_key(hash_key)
+        .with_proxy_protocol(match dr {
+            Some(dr) => proxy_protocol(dr, &subset_name, errors)?,
+            None => None,
+        });
         self.clusters.push(Arc::new(cluster));
         let i = self.clusters.len() - 1;
         self.cluster_idx.insert(key, i);
@@ -531,6 +536,50 @@ fn most_specific<T: Clone>(
         )
     })
     .or_else(|| level(dr.spec.traffic_policy.as_ref(), "trafficPolicy.".to_owned()))
+}
+
+/// The `proxyProtocol` of `dr` for `subset` (subset level first; Istio has no port level
+/// for it): `Some(None)` when unset, `None` when invalid (error recorded).
+fn proxy_protocol(
+    dr: &Res<DestinationRule>,
+    subset: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Option<ProxyVersion>> {
+    let chosen = most_specific(
+        dr,
+        subset,
+        0,
+        "proxyProtocol",
+        |_| None,
+        |t| t.proxy_protocol.as_ref(),
+    );
+    let Some((value, f)) = chosen else {
+        return Some(None);
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Settings {
+        #[serde(default)]
+        version: Option<String>,
+    }
+    let version = match serde_yaml_ng::from_value::<Option<Settings>>(value) {
+        Ok(s) => s.and_then(|s| s.version),
+        Err(e) => {
+            errors.push(dr.error(&f, format!("invalid proxyProtocol: {e}")));
+            return None;
+        }
+    };
+    match version.as_deref() {
+        None | Some("V1") => Some(Some(ProxyVersion::V1)),
+        Some("V2") => Some(Some(ProxyVersion::V2)),
+        Some(other) => {
+            errors.push(dr.error(
+                format!("{f}.version"),
+                format!("must be V1 or V2, got {other:?}"),
+            ));
+            None
+        }
+    }
 }
 
 /// Whether the `connectionPool` of `dr` for (`subset`, `port`) upgrades HTTP/1.1 to HTTP/2
@@ -992,14 +1041,15 @@ fn policy_warnings(
             }
         }
     }
-    let fields = [
-        ("tunnel", tp.tunnel.is_some()),
-        ("proxyProtocol", tp.proxy_protocol.is_some()),
-    ];
-    for (field, present) in fields {
-        if present {
-            warnings.push(dr.error(format!("{base}.{field}"), "not supported yet: ignored"));
-        }
+    if tp.tunnel.is_some() {
+        warnings.push(dr.error(format!("{base}.tunnel"), "not supported yet: ignored"));
+    }
+    if tp.proxy_protocol.is_some() {
+        warnings.push(dr.error(
+            format!("{base}.proxyProtocol"),
+            "sent on TCP and TLS-passthrough connections only: HTTP requests to this host \
+             go over pooled connections without it (x-forwarded-for carries the client)",
+        ));
     }
 }
 

@@ -13,7 +13,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,37 +20,17 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use support::gateway::{http_gateway, service_entry};
+use support::nginx::{self, Nginx};
 use support::{TestGateway, Upstream, UpstreamHandle};
 
 const HOST: &str = "app.test";
 
 /// nginx proxying everything to `up`, as a reverse proxy is usually configured.
-struct Nginx {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_nginx(up: &UpstreamHandle) -> Nginx {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let d = dir.path().display();
-    let conf = format!(
-        "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
+    nginx::start("", |port, dir| {
+        let d = dir.display();
+        format!(
+            "http {{
   access_log off;
   client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
   fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
@@ -61,30 +40,9 @@ http {{
   }}
 }}
 ",
-        up = up.addr
-    );
-    let path = dir.path().join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    let child = Command::new("nginx")
-        .arg("-c")
-        .arg(&path)
-        .arg("-e")
-        .arg(dir.path().join("error.log"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let until = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(std::time::Instant::now() < until, "nginx did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Nginx {
-        child,
-        addr,
-        _dir: dir,
-    }
+            up = up.addr
+        )
+    })
 }
 
 /// Send `raw`, read for up to 1 s or until closed; the first status code (0: none).
@@ -187,7 +145,6 @@ fn cases() -> Vec<(&'static str, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meshgate_refuses_everything_nginx_refuses_and_more() {
-    support::ensure_debian_package("nginx", "-v", "nginx");
     let mg_up = Upstream::new("mg-up").run().await;
     let ngx_up = Upstream::new("nginx-up").run().await;
     let yaml = [

@@ -21,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use support::client::read_until;
 use support::gateway::{http_gateway, service_entry};
 use support::{within, Client, TestGateway, Upstream, UpstreamHandle};
 
@@ -54,23 +55,6 @@ fn counted(m: &str, code: u16, flag: &str) -> bool {
             && l.contains(&format!("response_code=\"{code}\""))
             && l.contains(&format!("response_flags=\"{flag}\""))
     })
-}
-
-/// Read from `s` until the peer closes or `until` is in what arrived; what arrived.
-async fn read_until(s: &mut TcpStream, until: &str) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = s.read(&mut buf).await.unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-        if String::from_utf8_lossy(&out).contains(until) {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tokio::test]
@@ -124,7 +108,7 @@ async fn a_stalled_small_body_gets_408_and_the_connection_closes() {
     .await
     .unwrap();
     let t0 = Instant::now();
-    let reply = within(read_until(&mut s, "\u{0}")).await;
+    let reply = within(read_until(&mut s, "")).await;
     assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
     assert!(
         reply.to_ascii_lowercase().contains("connection: close"),
@@ -444,7 +428,7 @@ async fn h1_until_close(gw: &TestGateway, req: &str) -> (String, Duration) {
     let mut s = TcpStream::connect(gw.port(8080)).await.unwrap();
     s.write_all(req.as_bytes()).await.unwrap();
     let t0 = Instant::now();
-    let got = within(read_until(&mut s, "\u{0}")).await;
+    let got = within(read_until(&mut s, "")).await;
     (got, t0.elapsed())
 }
 
@@ -490,7 +474,7 @@ async fn an_h1_response_that_keeps_moving_is_not_idle_on_both_paths() {
     for req in [chunked, plain] {
         let mut s = TcpStream::connect(gw.port(8080)).await.unwrap();
         s.write_all(req.as_bytes()).await.unwrap();
-        let got = within_for_long(read_until(&mut s, "\u{0}")).await;
+        let got = within_for_long(read_until(&mut s, "")).await;
         let body = got.split_once("\r\n\r\n").map_or("", |(_, b)| b);
         assert_eq!(body.len(), 400, "{got}");
     }

@@ -1689,25 +1689,11 @@ async fn destination_rule_idle_timeout_and_max_duration_close_tcp_connections() 
     );
 }
 
-/// nginx as a PROXY protocol peer: a stream server on loopback that reads the header and
-/// answers with the client and server address it announced. Kept alive by the returned
-/// guard (the child is killed on drop).
-struct NginxProxyPeer {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for NginxProxyPeer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn nginx_proxy_peer() -> NginxProxyPeer {
-    support::ensure_debian_package("nginx", "-v", "nginx");
+/// nginx as a PROXY protocol peer: a stream server that reads the header and answers with
+/// the client and server address it announced.
+fn nginx_proxy_peer() -> support::nginx::Nginx {
     let module = "/usr/lib/nginx/modules/ngx_stream_module.so";
+    support::ensure_debian_package("nginx", "-v", "nginx");
     if !std::path::Path::new(module).exists() {
         // Debian's nginx ships its stream module separately.
         let ok = std::process::Command::new("apt-get")
@@ -1720,47 +1706,17 @@ fn nginx_proxy_peer() -> NginxProxyPeer {
             "missing {module}: apt-get install libnginx-mod-stream failed"
         );
     }
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let d = dir.path().display();
-    let conf = format!(
-        "load_module {module};
-daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 64; }}
-stream {{
+    support::nginx::start(&format!("load_module {module};"), |port, _| {
+        format!(
+            "stream {{
   server {{
     listen 127.0.0.1:{port} proxy_protocol;
     return \"$proxy_protocol_addr $proxy_protocol_port $proxy_protocol_server_addr $proxy_protocol_server_port\\n\";
   }}
 }}
 "
-    );
-    let path = dir.path().join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    let child = std::process::Command::new("nginx")
-        .arg("-c")
-        .arg(&path)
-        .arg("-e")
-        .arg(dir.path().join("error.log"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "nginx did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    NginxProxyPeer {
-        child,
-        port,
-        _dir: dir,
-    }
+        )
+    })
 }
 
 #[tokio::test]
@@ -1781,8 +1737,8 @@ async fn destination_proxy_protocol_tells_nginx_the_client_address() {
         ),
         rule(9000, "v1.svc"),
         rule(9001, "v2.svc"),
-        se_static("v1.svc", 9000, "TCP", nginx.port),
-        se_static("v2.svc", 9000, "TCP", nginx.port),
+        se_static("v1.svc", 9000, "TCP", nginx.addr.port()),
+        se_static("v2.svc", 9000, "TCP", nginx.addr.port()),
         dr("v1.svc", "{}"),
         dr("v2.svc", "{version: V2}"),
     );

@@ -122,19 +122,25 @@ pub async fn raw_exchange(addr: SocketAddr, raw: &[u8], until: &str) -> String {
     within(async {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(raw).await.unwrap();
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = s.read(&mut buf).await.unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&buf[..n]);
-            if !until.is_empty() && String::from_utf8_lossy(&out).contains(until) {
-                break;
-            }
-        }
-        String::from_utf8_lossy(&out).into_owned()
+        read_until(&mut s, until).await
     })
     .await
+}
+
+/// Read from `s` until the peer closes (or the read fails) or `until`, when not empty,
+/// appears in what arrived; what arrived, as text.
+pub async fn read_until(s: &mut TcpStream, until: &str) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if !until.is_empty() && String::from_utf8_lossy(&out).contains(until) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -6,6 +6,7 @@ pub mod client;
 pub mod gateway;
 #[cfg(feature = "kubernetes")]
 pub mod kmock;
+pub mod nginx;
 pub mod pki;
 pub mod upstream;
 

@@ -582,6 +582,24 @@ fn proxy_protocol(
     }
 }
 
+/// The most specific `connectionPool` of `dr` for (`subset`, `port`), parsed, with its field
+/// path; `None` when there is none.
+fn chosen_pool(
+    dr: &Res<DestinationRule>,
+    subset: &str,
+    port: u32,
+) -> Option<(serde_yaml_ng::Result<ConnectionPoolSettings>, String)> {
+    let (value, f) = most_specific(
+        dr,
+        subset,
+        port,
+        "connectionPool",
+        |p| p.connection_pool.as_ref(),
+        |t| t.connection_pool.as_ref(),
+    )?;
+    Some((serde_yaml_ng::from_value(value), f))
+}
+
 /// Whether the `connectionPool` of `dr` for (`subset`, `port`) upgrades HTTP/1.1 to HTTP/2
 /// (`http.h2UpgradePolicy: UPGRADE`, unless `useClientProtocol` is set, as Istio's
 /// `shouldH2Upgrade`; the mesh default, `DO_NOT_UPGRADE`, otherwise). `None` when the policy
@@ -593,18 +611,7 @@ fn h2_upgrade(
     port: u32,
     errors: &mut Vec<ConfigError>,
 ) -> Option<bool> {
-    let chosen = most_specific(
-        dr,
-        subset,
-        port,
-        "connectionPool",
-        |p| p.connection_pool.as_ref(),
-        |t| t.connection_pool.as_ref(),
-    );
-    let Some((value, f)) = chosen else {
-        return Some(false);
-    };
-    let Ok(cp) = serde_yaml_ng::from_value::<ConnectionPoolSettings>(value) else {
+    let Some((Ok(cp), f)) = chosen_pool(dr, subset, port) else {
         return Some(false);
     };
     let http = cp.http.unwrap_or_default();
@@ -755,18 +762,10 @@ fn connection_limits(
     port: u32,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Limits> {
-    let chosen = most_specific(
-        dr,
-        subset,
-        port,
-        "connectionPool",
-        |p| p.connection_pool.as_ref(),
-        |t| t.connection_pool.as_ref(),
-    );
-    let Some((value, f)) = chosen else {
+    let Some((cp, f)) = chosen_pool(dr, subset, port) else {
         return Some(Limits::default());
     };
-    let cp: ConnectionPoolSettings = match serde_yaml_ng::from_value(value) {
+    let cp = match cp {
         Ok(cp) => cp,
         Err(e) => {
             errors.push(dr.error(&f, format!("invalid connectionPool: {e}")));

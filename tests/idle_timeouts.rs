@@ -516,3 +516,27 @@ async fn an_h1_client_that_stops_reading_is_cut_off_only_with_the_stream_idle_ti
         }
     }
 }
+
+#[tokio::test]
+async fn a_moving_h1_response_is_not_cut_while_the_gateway_drains() {
+    // 60 pieces, one every LIMIT/5: six seconds, past the round's one-second park tick.
+    let port = trickling_upstream(600, 60, LIMIT / 5).await;
+    let gw = TestGateway::start_with(&trickle_config(port), |b| {
+        b.stream_idle_timeout = LIMIT;
+    })
+    .await;
+    // A chunked request: served by a hyper round.
+    let mut s = TcpStream::connect(gw.port(8080)).await.unwrap();
+    let req =
+        format!("POST / HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = within(read_until(&mut s, "\r\n\r\n")).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    // Drain: the response in flight may finish (the drain timeout is 30 s).
+    let TestGateway { running, dir: _dir } = gw;
+    let stopping = tokio::spawn(running.shutdown());
+    let rest = within_for_long(read_until(&mut s, "")).await;
+    let body = head.split_once("\r\n\r\n").map_or("", |(_, b)| b).len() + rest.len();
+    assert_eq!(body, 600, "cut off while draining: {rest:?}");
+    within_for_long(stopping).await.unwrap();
+}

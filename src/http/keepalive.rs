@@ -471,7 +471,10 @@ where
     let mut seen = round.started.load(Relaxed);
     let stopped = std::future::poll_fn(|cx| loop {
         if let (Some(q), Some(t)) = (quiet.as_mut(), idle_tick.as_mut().as_pin_mut()) {
-            if q.poll(t, cx, round.writing(), tick.is_elapsed()).is_ready() {
+            // The park tick is re-armed after it fires unless draining (then it stays
+            // elapsed and says nothing about this poll).
+            let park_woke = !draining && tick.is_elapsed();
+            if q.poll(t, cx, round.writing(), park_woke).is_ready() {
                 return Poll::Ready(Stop::Idle);
             }
         }

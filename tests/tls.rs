@@ -199,14 +199,6 @@ async fn scrape_until(gw: &TestGateway, ok: impl Fn(&str) -> bool) -> String {
     .await
 }
 
-/// Start, expecting a configuration error; returns its text.
-async fn start_err(yaml: &str) -> String {
-    match TestGateway::try_start_with(yaml, |_| {}).await {
-        Ok(_) => panic!("the gateway started, but the config is invalid:\n{yaml}"),
-        Err(e) => e.to_string(),
-    }
-}
-
 /// Write `data` (then shut down the write side) while reading everything back.
 async fn roundtrip<IO>(io: IO, data: &[u8]) -> Vec<u8>
 where
@@ -997,7 +989,7 @@ async fn protocol_versions_and_cipher_suites() {
             &format!("{}, cipherSuites: [AES128-SHA]", simple(&cs)),
         )],
     );
-    let e = start_err(&yaml).await;
+    let e = TestGateway::start_err(&yaml).await;
     assert!(e.contains("servers[0].tls.cipherSuites"), "{e}");
     assert!(e.contains("AES128-SHA"), "{e}");
 }
@@ -1072,12 +1064,12 @@ async fn tls_config_errors_name_the_field() {
     let cert = ca.server("c", &["c.example.com"]);
     let one = |tls: &str| gateway("gw", &[server(8443, "HTTPS", &["c.example.com"], tls)]);
 
-    let e = start_err(&one("")).await;
+    let e = TestGateway::start_err(&one("")).await;
     assert!(e.contains("servers[0].tls"), "{e}");
     assert!(e.contains("tls block"), "{e}");
 
     let missing = "/nonexistent/meshgate-test/cert.pem";
-    let e = start_err(&one(&format!(
+    let e = TestGateway::start_err(&one(&format!(
         "mode: SIMPLE, serverCertificate: \"{missing}\", privateKey: \"{}\"",
         cert.key_path.display()
     )))
@@ -1086,7 +1078,7 @@ async fn tls_config_errors_name_the_field() {
     assert!(e.contains(missing), "{e}");
 
     let missing_key = "/nonexistent/meshgate-test/key.pem";
-    let e = start_err(&one(&format!(
+    let e = TestGateway::start_err(&one(&format!(
         "mode: SIMPLE, serverCertificate: \"{}\", privateKey: \"{missing_key}\"",
         cert.cert_path.display()
     )))
@@ -1095,7 +1087,7 @@ async fn tls_config_errors_name_the_field() {
     assert!(e.contains(missing_key), "{e}");
 
     let missing_ca = "/nonexistent/meshgate-test/ca.pem";
-    let e = start_err(&one(&format!(
+    let e = TestGateway::start_err(&one(&format!(
         "mode: MUTUAL, {}, caCertificates: \"{missing_ca}\"",
         files(&cert)
     )))
@@ -1103,15 +1095,15 @@ async fn tls_config_errors_name_the_field() {
     assert!(e.contains("servers[0].tls.caCertificates"), "{e}");
     assert!(e.contains(missing_ca), "{e}");
 
-    let e = start_err(&one("mode: SIMPLE, credentialName: no-such-credential")).await;
+    let e = TestGateway::start_err(&one("mode: SIMPLE, credentialName: no-such-credential")).await;
     assert!(e.contains("servers[0].tls.credentialName"), "{e}");
     assert!(e.contains("no-such-credential"), "{e}");
 
-    let e = start_err(&one("mode: ISTIO_MUTUAL")).await;
+    let e = TestGateway::start_err(&one("mode: ISTIO_MUTUAL")).await;
     assert!(e.contains("servers[0].tls.mode"), "{e}");
     assert!(e.contains("ISTIO_MUTUAL"), "{e}");
 
-    let e = start_err(&one(&format!(
+    let e = TestGateway::start_err(&one(&format!(
         "mode: MUTUAL, {}, subjectAltNames: [good.client]",
         files(&cert),
     )))
@@ -1126,7 +1118,7 @@ async fn tls_config_errors_name_the_field() {
             server(8443, "HTTPS", &["d.example.com"], ""),
         ],
     );
-    let e = start_err(&yaml).await;
+    let e = TestGateway::start_err(&yaml).await;
     assert!(e.contains("servers[1].tls"), "{e}");
 }
 
@@ -1757,11 +1749,7 @@ async fn destination_proxy_protocol_tells_nginx_the_client_address() {
     }
     // Istio's versions only.
     let bad = yaml.replace("{version: V2}", "{version: V3}");
-    let errors = TestGateway::try_start_with(&bad, |_| {})
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let errors = TestGateway::start_err(&bad).await;
     assert!(
         errors.contains("trafficPolicy.proxyProtocol.version") && errors.contains("V3"),
         "{errors}"

@@ -1435,11 +1435,7 @@ async fn tcp_keepalive_is_set_on_upstream_connections() {
         "no keepalive timer on the upstream socket: {timers:?}"
     );
     let bad = yaml.replace("probes: 4", "probes: 4, every: 1s");
-    let errors = TestGateway::try_start_with(&bad, |_| {})
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let errors = TestGateway::start_err(&bad).await;
     assert!(
         errors.contains("connectionPool.tcp.tcpKeepalive"),
         "{errors}"
@@ -1505,11 +1501,7 @@ async fn connection_age_and_tcp_idle_timeout_limit_upstream_reuse() {
         service(SVC, &[(1, 1)]),
         virtual_service("app", HOST, &rule(SVC, None, &[])),
     );
-    let errors = TestGateway::try_start_with(&bad, |_| {})
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let errors = TestGateway::start_err(&bad).await;
     assert!(
         errors.contains("connectionPool.tcp.maxConnectionDuration"),
         "{errors}"

@@ -33,6 +33,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
 use crate::body::DOWNSTREAM_FAILED;
+use crate::config::duration::NEVER;
 
 /// Sweeps of a quarter limit each without activity that expire an answered HTTP/2 stream:
 /// it fires between one and one and a quarter limits after the stream's last activity.
@@ -134,7 +135,7 @@ impl QuietTicks {
     /// Ticks for `limit`.
     pub(super) fn new(limit: Duration) -> Self {
         Self {
-            period: (limit.min(MAX_LIMIT) / 4).max(Duration::from_millis(1)),
+            period: (limit.min(NEVER) / 4).max(Duration::from_millis(1)),
             quiet: 0,
         }
     }
@@ -177,8 +178,13 @@ impl QuietTicks {
     }
 }
 
-/// Longer limits are taken as this one (ten years), so deadlines cannot overflow.
-pub(super) const MAX_LIMIT: Duration = crate::config::duration::NEVER;
+/// The earlier of two optional deadlines.
+pub(super) fn earliest<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
 
 /// The error of a [`Watched`] body that went silent for the whole limit.
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +201,7 @@ pub(super) struct Watched<B> {
 impl<B> Watched<B> {
     /// Watch `inner`, its silence counted from now.
     pub(super) fn new(inner: B, limit: Duration) -> Self {
-        let limit = limit.min(MAX_LIMIT);
+        let limit = limit.min(NEVER);
         Self {
             inner,
             limit,
@@ -257,7 +263,7 @@ impl<'a> IdleWatch<'a> {
         body: Option<&'a AtomicU64>,
         now: Instant,
     ) -> Option<Self> {
-        let limit = limit.filter(|l| !l.is_zero())?.min(MAX_LIMIT);
+        let limit = limit.filter(|l| !l.is_zero())?.min(NEVER);
         Some(Self {
             limit,
             body,

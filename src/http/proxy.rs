@@ -20,7 +20,7 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 
 use super::headers;
-use super::idle::{IdleWatch, Stalled, StreamActivity, Watched};
+use super::idle::{earliest, IdleWatch, Stalled, StreamActivity, Watched};
 use super::log::{RequestBytes, RequestRecord};
 use super::respond;
 use super::strict;
@@ -641,17 +641,10 @@ impl Proxy {
                 co.send(req).await
             });
             let per_try = policy.per_try_timeout.map(|p| Instant::now() + p);
-            let limit = match (per_try, deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let limit = earliest(per_try, deadline);
             let result = loop {
-                let at = match (limit, idle.as_ref().map(IdleWatch::next_check)) {
-                    (Some(a), Some(b)) => a.min(b),
-                    (a, b) => match a.or(b) {
-                        Some(at) => at,
-                        None => break (&mut attempt).await,
-                    },
+                let Some(at) = earliest(limit, idle.as_ref().map(IdleWatch::next_check)) else {
+                    break (&mut attempt).await;
                 };
                 match tokio::time::timeout_at(at.into(), &mut attempt).await {
                     Ok(r) => break r,

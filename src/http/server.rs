@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::h2streams::StreamExec;
-use super::idle::StreamActivity;
+use super::idle::{earliest, StreamActivity};
 use super::keepalive;
 use super::proxy::{ConnInfo, Proxy};
 use crate::body::DownBody;
@@ -183,7 +183,7 @@ async fn serve_h2<I>(
     let exec = StreamExec::default();
     let stream_idle = proxy
         .stream_idle_timeout
-        .map(|t| t.min(super::idle::MAX_LIMIT));
+        .map(|t| t.min(crate::config::duration::NEVER));
     let tracker = exec.clone();
     // Each stream's future is boxed: hyper moves its stream (which holds this future) into
     // the executor, and the whole request state is kilobytes.
@@ -225,7 +225,7 @@ async fn serve_h2<I>(
     // One timer for both idle bounds, looked at when it fires: the connection's is then set
     // from the moment it last went idle (no timer work while streams come and go), and the
     // stream sweep runs every quarter of the stream limit.
-    let idle_timeout = idle_timeout.min(super::idle::MAX_LIMIT);
+    let idle_timeout = idle_timeout.min(crate::config::duration::NEVER);
     let sweep_every = stream_idle.map(|t| (t / 4).max(Duration::from_millis(1)));
     let start = tokio::time::Instant::now();
     let mut next_sweep = sweep_every.map(|p| start + p);
@@ -280,16 +280,6 @@ async fn serve_h2<I>(
         Ok(Err(e)) => tracing::debug!(error = %e, "idle connection ended with error"),
         Ok(Ok(())) => {}
         Err(_) => tracing::debug!("idle connection did not finish its GOAWAY: dropped"),
-    }
-}
-
-fn earliest(
-    a: Option<tokio::time::Instant>,
-    b: Option<tokio::time::Instant>,
-) -> Option<tokio::time::Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }
 

@@ -49,6 +49,14 @@ impl TestGateway {
         Ok(Self { running, dir })
     }
 
+    /// Start, expecting a configuration error; returns its text.
+    pub async fn start_err(yaml: &str) -> String {
+        match Self::try_start_with(yaml, |_| {}).await {
+            Ok(_) => panic!("the gateway started, but the config is invalid:\n{yaml}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
     /// Where Gateway port `p` is served.
     pub fn port(&self, p: u16) -> SocketAddr {
         self.running
